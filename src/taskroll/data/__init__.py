@@ -1,0 +1,1 @@
+"""taskroll.data."""

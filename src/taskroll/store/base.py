@@ -1,0 +1,169 @@
+"""The TaskStore contract every backend implements.
+
+A store keeps named task pools of plain records. It never sees Python task
+objects: definitions and results arrive already encoded by
+:mod:`taskroll.store.codec`. One store object owns one client/connection
+factory and is closed with :meth:`TaskStore.close` (or ``with``).
+
+A record is a dict with these keys (times are float UNIX seconds taken from
+the **database clock**; absent values are ``None``):
+
+``_id`` (str)            SHA-256 of the task's canonical JSON; unique in a pool.
+``def`` / ``def_encoding``   encoded definition (``str`` for json, ``bytes`` for pickle).
+``filter`` (dict)        canonical JSON copy of the definition, queried by ``filter.*``.
+``status`` (str)         ``waiting | running | part_done | done | failed``.
+``priority`` (int)       higher is fetched first; default 0.
+``res`` / ``res_encoding``   encoded result or ``None``.
+``created`` ``started`` ``finished`` (float)   life-cycle stamps.
+``worker`` (str)         owner of the current claim.
+``lease_until`` (float)  claim expiry; renewed by :meth:`heartbeat`.
+``attempts`` (int)       number of fetches so far.
+``error`` (str)          last failure's traceback text.
+``claimed_from`` (str)   status the task had when fetched (where an expired lease returns it).
+
+Invariants every implementation must keep (checked by :mod:`taskroll.testing`):
+
+1. :meth:`insert_many` inserts each id at most once per pool, also under concurrent
+   callers in several processes, and returns only the ids it inserted.
+2. :meth:`fetch` is one atomic conditional update: two concurrent fetches never
+   return the same task. Order: highest ``priority`` first, then oldest ``created``
+   (insertion order within one call).
+3. A fetch sets ``status=running``, ``worker``, ``started=now``,
+   ``lease_until=now+lease_seconds``, ``attempts+=1``, ``claimed_from=<old status>``.
+4. :meth:`reap` moves every ``running`` task whose ``lease_until < now`` back to its
+   ``claimed_from`` status, or to ``failed`` (with an ``error`` text) when
+   ``attempts >= max_attempts``, and returns how many it moved.
+5. Writes guarded by ``expected_worker`` / ``expected_status`` change nothing and
+   return ``False`` when the guard does not hold.
+6. Queries use :func:`taskroll.store.query.parse_query` semantics in every backend.
+7. Unknown pools read as empty; :meth:`list_pools` lists pools that hold or held
+   tasks and were not dropped.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Self
+
+from taskroll.store.query import Condition
+
+
+class _Now:
+    """Sentinel: "the database clock at the moment of this write"."""
+
+    def __repr__(self) -> str:
+        return "NOW"
+
+
+#: Use as a field value in :meth:`TaskStore.update` to stamp the database clock.
+NOW: Final = _Now()
+
+#: Fields :meth:`TaskStore.update` and :meth:`TaskStore.update_many` may set.
+WRITABLE_FIELDS: Final = frozenset(
+    {"def", "def_encoding", "filter", "status", "priority", "res", "res_encoding", "started",
+     "finished", "worker", "lease_until", "attempts", "error", "claimed_from"}
+)
+
+#: Every field of a record, in a fixed order.
+RECORD_FIELDS: Final = (
+    "_id", "def", "def_encoding", "filter", "status", "priority", "res", "res_encoding",
+    "created", "started", "finished", "worker", "lease_until", "attempts", "error",
+    "claimed_from",
+)
+
+Record = dict[str, Any]
+
+
+class TaskStore(abc.ABC):
+    """Abstract task database holding named pools of plain records."""
+
+    #: URL scheme this store serves (``sqlite``, ``postgresql``, ``mongodb``).
+    scheme: str = ""
+
+    # -- pools ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def list_pools(self) -> list[str]:
+        """Return the names of the pools in this store, sorted."""
+
+    @abc.abstractmethod
+    def drop_pool(self, pool: str) -> None:
+        """Delete a pool and all its tasks (no error if absent)."""
+
+    # -- writes --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def insert_many(self, pool: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Insert new tasks, skipping ids already present; race-safe across processes.
+
+        Each record needs ``_id``, ``def``, ``def_encoding``, ``filter``; ``status``
+        defaults to ``waiting`` and ``priority`` to 0. ``created`` is stamped by the
+        database clock, in list order.
+
+        Returns:
+            The ids actually inserted by this call, in input order.
+        """
+
+    @abc.abstractmethod
+    def update(self, pool: str, task_id: str, fields: Mapping[str, Any],
+               expected_status: str | None = None, expected_worker: str | None = None) -> bool:
+        """Set fields of one task (values may be :data:`NOW`), guarded by optional expectations.
+
+        Returns:
+            ``True`` when the task exists, the guards hold, and the write happened.
+        """
+
+    @abc.abstractmethod
+    def update_many(self, pool: str, conditions: Sequence[Condition],
+                    fields: Mapping[str, Any]) -> int:
+        """Set fields on every matching task; return how many matched."""
+
+    @abc.abstractmethod
+    def delete_many(self, pool: str, conditions: Sequence[Condition]) -> int:
+        """Delete every matching task; return how many were deleted."""
+
+    # -- claims --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
+              lease_seconds: float) -> Record | None:
+        """Atomically claim the best matching task in ``status``; see invariants 2-3."""
+
+    @abc.abstractmethod
+    def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease of a running task owned by ``worker``; ``False`` if lost."""
+
+    @abc.abstractmethod
+    def reap(self, pool: str, max_attempts: int) -> int:
+        """Return expired leases to their previous status or fail them; see invariant 4."""
+
+    # -- reads ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def find(self, pool: str, conditions: Sequence[Condition],
+             limit: int | None = None) -> Iterator[Record]:
+        """Yield matching records, oldest first."""
+
+    def get(self, pool: str, task_id: str) -> Record | None:
+        """Return one record by id, or ``None``."""
+        for record in self.find(pool, [Condition("_id", (), "$eq", task_id)], limit=1):
+            return record
+        return None
+
+    @abc.abstractmethod
+    def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
+        """Count matching tasks per status, in the database."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """Return the database clock as UNIX seconds."""
+
+    # -- lifetime ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()

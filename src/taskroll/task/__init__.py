@@ -1,0 +1,1 @@
+"""Task specification and generation."""
