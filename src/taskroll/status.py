@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from taskroll.errors import StatusTransitionError
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Life-cycle state of a task in a pool (Qlib's four plus ``failed``)."""
 
     WAITING = "waiting"

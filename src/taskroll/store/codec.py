@@ -131,5 +131,5 @@ def decode(encoding: str | None, payload: str | bytes | None, allow_pickle: bool
                 "trust every writer of this pool"
             )
         data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
-        return pickle.loads(data)  # noqa: S301 - explicit opt-in above
+        return pickle.loads(data)
     raise SerializationError(f"unknown encoding {encoding!r}")

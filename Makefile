@@ -1,0 +1,19 @@
+# The same commands locally and in CI.
+.PHONY: demo test check bench clean
+
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh
+
+check:
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/mypy
+
+bench:
+	.venv/bin/python benchmarks/pool_throughput.py
+	.venv/bin/python benchmarks/ensemble.py
+
+clean:
+	rm -rf demo_output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,428 @@
+"""The TaskStore contract suite, shipped so every backend (and third-party ones) can run it.
+
+Use it by subclassing :class:`TaskStoreContract` in a pytest module and providing a
+``store_url`` fixture (a URL :func:`taskroll.store.open_store` accepts; every test
+uses its own fresh pool, so one database may serve the whole suite)::
+
+    class TestMyStore(TaskStoreContract):
+        @pytest.fixture
+        def store_url(self, tmp_path):
+            return f"sqlite:///{tmp_path / 'tasks.db'}"
+
+The module also has whole-system checks used by the concurrency and fault tests of
+every backend: :func:`check_workers_exactly_once`, :func:`check_concurrent_create`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskroll.store import TaskStore, open_store, parse_query
+from taskroll.store.base import NOW
+from taskroll.store.query import matches
+
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+def make_record(number: int, **filter_extra: Any) -> dict[str, Any]:
+    """Return a plain record for tests: id ``task-<number>``, a small JSON definition."""
+    filter_value = {"number": number, "parity": "odd" if number % 2 else "even",
+                    "model": {"class": "Linear" if number % 3 else "GBDT"},
+                    "window": [number, number + 1], **filter_extra}
+    return {"_id": f"task-{number:06d}", "def": f'{{"number": {number}}}',
+            "def_encoding": "json", "filter": filter_value}
+
+
+#: Queries whose results every backend must give exactly as :func:`matches` does.
+REFERENCE_QUERIES: tuple[dict[str, Any], ...] = (
+    {},
+    {"filter.number": 3},
+    {"filter.number": 3.0},
+    {"filter.parity": "odd"},
+    {"filter.model.class": "GBDT"},
+    {"filter.model.class": {"$in": ["GBDT", "Nope"]}},
+    {"filter.model.class": {"$nin": ["GBDT"]}},
+    {"filter.number": {"$ne": 4}},
+    {"filter.number": {"$gte": 5, "$lt": 8}},
+    {"filter.number": {"$gt": 2}, "filter.parity": "even"},
+    {"filter.window": [4, 5]},
+    {"filter.extra": {"$exists": True}},
+    {"filter.extra": {"$exists": False}},
+    {"filter.extra": None},
+    {"filter.extra.deep": 1},
+    {"filter.extra": {"$ne": None}},
+    {"filter.missing": {"$nin": [1, 2]}},
+    {"filter.missing": {"$in": [1, 2]}},
+    {"_id": "task-000002"},
+    {"_id": {"$in": ["task-000001", "task-000009", "task-999999"]}},
+    {"status": "waiting"},
+    {"status": {"$in": ["running", "done"]}},
+    {"priority": {"$gt": 0}},
+    {"worker": {"$exists": False}},
+    {"$and": [{"filter.number": {"$lt": 6}}, {"filter.parity": "odd"}]},
+)
+
+
+def _fresh_pool() -> str:
+    return f"contract_{uuid.uuid4().hex[:12]}"
+
+
+def _insert_worker(url: str, pool: str, count: int, queue: Any) -> None:
+    with open_store(url) as store:
+        inserted = store.insert_many(pool, [make_record(number) for number in range(count)])
+    queue.put(inserted)
+
+
+def _fetch_worker(url: str, pool: str, queue: Any) -> None:
+    claimed = []
+    with open_store(url) as store:
+        while True:
+            record = store.fetch(pool, [], "waiting", f"worker-{os.getpid()}", 60.0)
+            if record is None:
+                break
+            claimed.append(record["_id"])
+    queue.put(claimed)
+
+
+def _gather(target: Any, arguments_list: list[tuple[Any, ...]]) -> list[Any]:
+    """Run one process per argument tuple; return what each put on the queue."""
+    import queue as queue_module
+
+    queue = _CONTEXT.Queue()
+    processes = [_CONTEXT.Process(target=target, args=(*arguments, queue))
+                 for arguments in arguments_list]
+    for process in processes:
+        process.start()
+    results: list[Any] = []
+    deadline = time.monotonic() + 600
+    while len(results) < len(processes):
+        try:
+            results.append(queue.get(timeout=0.5))
+        except queue_module.Empty:
+            crashed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            assert not crashed, f"helper process exited with {crashed}"
+            assert time.monotonic() < deadline, "helper processes did not finish in 600 s"
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0, f"helper process exited with {process.exitcode}"
+    return results
+
+
+class TaskStoreContract:
+    """Pytest mixin: every invariant of :class:`taskroll.store.base.TaskStore`."""
+
+    @pytest.fixture
+    def store(self, store_url: str) -> Iterator[TaskStore]:
+        """An open store; closed after the test."""
+        with open_store(store_url) as store:
+            yield store
+
+    @pytest.fixture
+    def pool(self, store: TaskStore) -> Iterator[str]:
+        """A fresh pool name, dropped after the test."""
+        name = _fresh_pool()
+        yield name
+        store.drop_pool(name)
+
+    # -- inserts ---------------------------------------------------------------------------
+    def test_insert_returns_new_ids_only(self, store: TaskStore, pool: str) -> None:
+        records = [make_record(number) for number in range(5)]
+        assert store.insert_many(pool, records) == [record["_id"] for record in records]
+        assert store.insert_many(pool, [*records[:3], make_record(7)]) == ["task-000007"]
+        assert store.insert_many(pool, [make_record(8), make_record(8)]) == ["task-000008"]
+        assert len(list(store.find(pool, []))) == 7
+
+    def test_record_fields_after_insert(self, store: TaskStore, pool: str) -> None:
+        before = store.now()
+        store.insert_many(pool, [make_record(1)])
+        record = store.get(pool, "task-000001")
+        assert record is not None
+        assert record["status"] == "waiting" and record["priority"] == 0
+        assert record["attempts"] == 0 and record["worker"] is None
+        assert record["def"] == '{"number": 1}' and record["def_encoding"] == "json"
+        assert record["filter"] == make_record(1)["filter"]
+        assert record["res"] is None and record["error"] is None
+        assert before - 1 <= record["created"] <= store.now() + 1
+
+    def test_payloads_round_trip(self, store: TaskStore, pool: str) -> None:
+        blob = pickle.dumps({"bytes": bytes(range(256))})
+        store.insert_many(pool, [{**make_record(1), "def": blob, "def_encoding": "pickle"}])
+        assert store.update(pool, "task-000001", {"res": blob, "res_encoding": "pickle"})
+        record = store.get(pool, "task-000001")
+        assert record is not None
+        assert bytes(record["def"]) == blob and bytes(record["res"]) == blob
+
+    def test_find_is_oldest_first_with_limit(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(number) for number in (5, 1, 3)])
+        assert [r["_id"] for r in store.find(pool, [])] == ["task-000005", "task-000001",
+                                                              "task-000003"]
+        assert [r["_id"] for r in store.find(pool, [], limit=2)] == ["task-000005", "task-000001"]
+        assert store.get(pool, "nope") is None
+
+    def test_unknown_pool_reads_empty(self, store: TaskStore) -> None:
+        pool = _fresh_pool()
+        assert list(store.find(pool, [])) == []
+        assert store.count_by_status(pool, []) == {}
+        assert store.fetch(pool, [], "waiting", "w", 10) is None
+        assert pool not in store.list_pools()
+
+    def test_list_and_drop_pools(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(1)])
+        assert pool in store.list_pools()
+        store.drop_pool(pool)
+        assert pool not in store.list_pools()
+        assert list(store.find(pool, [])) == []
+
+    # -- fetch and leases ------------------------------------------------------------------
+    def test_fetch_order_priority_then_age(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(number) for number in range(4)])
+        assert store.update(pool, "task-000002", {"priority": 5})
+        assert store.update(pool, "task-000003", {"priority": -1})
+        order = []
+        while (record := store.fetch(pool, [], "waiting", "w", 30)) is not None:
+            order.append(record["_id"])
+        assert order == ["task-000002", "task-000000", "task-000001", "task-000003"]
+
+    def test_fetch_stamps_the_claim(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(1)])
+        before = store.now()
+        record = store.fetch(pool, [], "waiting", "worker-a", 30.0)
+        assert record is not None
+        assert record["status"] == "running" and record["worker"] == "worker-a"
+        assert record["attempts"] == 1 and record["claimed_from"] == "waiting"
+        assert before - 1 <= record["started"] <= before + 5
+        assert 29.0 <= record["lease_until"] - record["started"] <= 31.0
+        stored = store.get(pool, "task-000001")
+        assert stored is not None and stored["status"] == "running"
+        assert store.fetch(pool, [], "waiting", "worker-b", 30.0) is None
+
+    def test_fetch_with_conditions_and_status(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(number) for number in range(6)])
+        store.update(pool, "task-000004", {"status": "part_done"})
+        conditions = parse_query({"filter.parity": "even"})
+        record = store.fetch(pool, conditions, "part_done", "w", 30)
+        assert record is not None and record["_id"] == "task-000004"
+        assert record["claimed_from"] == "part_done"
+        claimed = []
+        while (record := store.fetch(pool, conditions, "waiting", "w", 30)) is not None:
+            claimed.append(record["_id"])
+        assert claimed == ["task-000000", "task-000002"]
+
+    def test_guarded_update(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(1)])
+        store.fetch(pool, [], "waiting", "owner", 30)
+        assert not store.update(pool, "task-000001", {"status": "done"}, expected_worker="thief")
+        assert not store.update(pool, "task-000001", {"status": "done"}, expected_status="waiting")
+        assert store.update(pool, "task-000001", {"status": "done", "finished": NOW},
+                            expected_status="running", expected_worker="owner")
+        record = store.get(pool, "task-000001")
+        assert record is not None and record["status"] == "done"
+        assert abs(record["finished"] - store.now()) < 5
+        assert not store.update(pool, "missing", {"status": "done"})
+
+    def test_heartbeat_extends_only_the_owners_lease(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(1)])
+        first = store.fetch(pool, [], "waiting", "owner", 1.0)
+        assert first is not None
+        assert store.heartbeat(pool, "task-000001", "owner", 100.0)
+        assert not store.heartbeat(pool, "task-000001", "other", 100.0)
+        record = store.get(pool, "task-000001")
+        assert record is not None and record["lease_until"] - first["lease_until"] > 50
+
+    def test_reap_returns_expired_leases(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(number) for number in range(3)])
+        store.update(pool, "task-000002", {"status": "part_done"})
+        store.fetch(pool, parse_query({"_id": "task-000000"}), "waiting", "dead", 0.2)
+        store.fetch(pool, [], "part_done", "dead", 0.2)
+        store.fetch(pool, parse_query({"_id": "task-000001"}), "waiting", "alive", 60)
+        time.sleep(0.6)
+        assert store.reap(pool, max_attempts=3) == 2
+        statuses = {r["_id"]: (r["status"], r["worker"]) for r in store.find(pool, [])}
+        assert statuses == {"task-000000": ("waiting", None), "task-000001": ("running", "alive"),
+                            "task-000002": ("part_done", None)}
+        record = store.get(pool, "task-000000")
+        assert record is not None and "lease expired" in (record["error"] or "")
+        assert store.reap(pool, max_attempts=3) == 0
+
+    def test_reap_fails_after_max_attempts(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(1)])
+        for _ in range(2):
+            assert store.fetch(pool, [], "waiting", "dead", 0.1) is not None
+            time.sleep(0.3)
+            assert store.reap(pool, max_attempts=2) == 1
+        record = store.get(pool, "task-000001")
+        assert record is not None and record["status"] == "failed" and record["attempts"] == 2
+        assert "lease expired" in (record["error"] or "")
+
+    # -- queries ---------------------------------------------------------------------------
+    @pytest.mark.parametrize("query", REFERENCE_QUERIES, ids=[str(q) for q in REFERENCE_QUERIES])
+    def test_query_matches_reference(self, store: TaskStore, pool: str,
+                                     query: dict[str, Any]) -> None:
+        records = [make_record(number) for number in range(10)]
+        records[4]["filter"]["extra"] = None
+        records[6]["filter"]["extra"] = {"deep": 1}
+        records[7]["filter"]["extra"] = "x"
+        store.insert_many(pool, records)
+        store.update(pool, "task-000001", {"priority": 3})
+        store.fetch(pool, parse_query({"_id": "task-000005"}), "waiting", "w", 60)
+        store.update(pool, "task-000008", {"status": "done"})
+        everything = list(store.find(pool, []))
+        conditions = parse_query(query)
+        expected = [record["_id"] for record in everything if matches(record, conditions)]
+        assert [record["_id"] for record in store.find(pool, conditions)] == expected
+        counts: dict[str, int] = {}
+        for record in everything:
+            if matches(record, conditions):
+                counts[record["status"]] = counts.get(record["status"], 0) + 1
+        assert store.count_by_status(pool, conditions) == counts
+
+    def test_update_many_and_delete_many(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(number) for number in range(6)])
+        odd = parse_query({"filter.parity": "odd"})
+        assert store.update_many(pool, odd, {"status": "done", "finished": NOW}) == 3
+        assert store.count_by_status(pool, []) == {"done": 3, "waiting": 3}
+        assert store.delete_many(pool, parse_query({"status": "done"})) == 3
+        assert sorted(r["_id"] for r in store.find(pool, [])) == [
+            "task-000000", "task-000002", "task-000004"]
+
+    def test_clock_is_sane(self, store: TaskStore) -> None:
+        assert abs(store.now() - time.time()) < 30
+
+    # -- concurrency -----------------------------------------------------------------------
+    def test_threads_never_claim_twice(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [make_record(number) for number in range(200)])
+        claimed: list[str] = []
+        lock = threading.Lock()
+
+        def claim() -> None:
+            while (record := store.fetch(pool, [], "waiting", threading.current_thread().name,
+                                         60)) is not None:
+                with lock:
+                    claimed.append(record["_id"])
+
+        threads = [threading.Thread(target=claim) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(claimed) == sorted(make_record(n)["_id"] for n in range(200))
+
+    def test_processes_never_claim_twice(self, store: TaskStore, store_url: str,
+                                         pool: str) -> None:
+        store.insert_many(pool, [make_record(number) for number in range(300)])
+        results = _gather(_fetch_worker, [(store_url, pool)] * 3)
+        claimed = [task for result in results for task in result]
+        assert sorted(claimed) == sorted(make_record(n)["_id"] for n in range(300))
+
+    def test_concurrent_inserts_insert_once(self, store: TaskStore, store_url: str,
+                                            pool: str) -> None:
+        results = _gather(_insert_worker, [(store_url, pool, 300)] * 2)
+        inserted = [task for result in results for task in result]
+        assert sorted(inserted) == sorted(make_record(n)["_id"] for n in range(300))
+        assert store.count_by_status(pool, []) == {"waiting": 300}
+
+
+# -- whole-system checks shared by every backend's tests -----------------------------------
+def _marker_task(task_def: dict[str, Any], marker_dir: str) -> dict[str, Any]:
+    """A task function for the exactly-once checks: leaves one marker line per execution."""
+    with open(Path(marker_dir) / f"{os.getpid()}.log", "a", encoding="utf-8") as handle:
+        handle.write(f"{task_def['index']}\n")
+    return {"index": task_def["index"]}
+
+
+def interruptible_task(task_def: dict[str, Any], marker_dir: str) -> dict[str, Any]:
+    """A task function for crash tests: its first execution announces itself and hangs.
+
+    The first run of each ``index`` creates ``started-<index>`` in ``marker_dir`` and
+    sleeps for ``task_def["sleep"]`` seconds (long enough to be killed); later runs
+    return at once. Every run is logged like :func:`_marker_task`.
+    """
+    started = Path(marker_dir) / f"started-{task_def['index']}"
+    first = not started.exists()
+    started.touch()
+    if first:
+        time.sleep(float(task_def.get("sleep", 600)))
+    return _marker_task(task_def, marker_dir)
+
+
+def run_worker_process(url: str, pool: str, marker_dir: str, lease_seconds: float,
+                       crashable: bool = False, db_name: str | None = None) -> None:
+    """Process target: one ``run_task`` loop over ``pool`` with the marker task functions."""
+    from taskroll.manage import TaskManager, run_task
+
+    task_func = interruptible_task if crashable else _marker_task
+    with TaskManager(pool, store=open_store(url, db_name), lease_seconds=lease_seconds) as manager:
+        run_task(task_func, manager, marker_dir=marker_dir)
+        manager.store.close()
+
+
+def _run_worker(url: str, pool: str, marker_dir: str, db_name: str | None) -> None:
+    from taskroll.manage import TaskManager, run_task
+
+    with TaskManager(pool, store=open_store(url, db_name)) as manager:
+        run_task(_marker_task, manager, marker_dir=marker_dir)
+        manager.store.close()
+
+
+def check_workers_exactly_once(url: str, workers: int, tasks: int, marker_dir: Path,
+                               db_name: str | None = None) -> None:
+    """Run ``workers`` processes of ``run_task`` over ``tasks`` tasks; assert each ran once.
+
+    Raises:
+        AssertionError: When a task ran twice, never, or is not ``done``.
+    """
+    from taskroll.manage import TaskManager
+
+    pool = _fresh_pool()
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    with TaskManager(pool, store=open_store(url, db_name)) as manager:
+        manager.create_task([{"index": index} for index in range(tasks)])
+        processes = [_CONTEXT.Process(target=_run_worker, args=(url, pool, str(marker_dir), db_name))
+                     for _ in range(workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=1200)
+            assert process.exitcode == 0, f"worker exited with {process.exitcode}"
+        runs = [int(line) for path in marker_dir.glob("*.log")
+                for line in path.read_text(encoding="utf-8").split()]
+        assert len(runs) == tasks, f"{len(runs)} executions for {tasks} tasks"
+        assert sorted(runs) == list(range(tasks))
+        assert manager.task_stat() == {"done": tasks}
+        assert sorted(task["res"]["index"] for task in manager.query()) == list(range(tasks))
+        manager.store.drop_pool(pool)
+        manager.store.close()
+
+
+def _create_worker(url: str, pool: str, count: int, db_name: str | None, queue: Any) -> None:
+    from taskroll.manage import TaskManager
+
+    with TaskManager(pool, store=open_store(url, db_name)) as manager:
+        before = manager.task_stat().get("waiting", 0)
+        ids = manager.create_task([{"index": index} for index in range(count)])
+        queue.put((before, ids))
+        manager.store.close()
+
+
+def check_concurrent_create(url: str, tasks: int, db_name: str | None = None) -> None:
+    """Two processes call ``create_task`` on the same definitions at once; each is stored once."""
+    from taskroll.manage import TaskManager
+
+    pool = _fresh_pool()
+    results = _gather(_create_worker, [(url, pool, tasks, db_name)] * 2)
+    assert results[0][1] == results[1][1], "both creators must get the same ids"
+    with TaskManager(pool, store=open_store(url, db_name)) as manager:
+        assert manager.task_stat() == {"waiting": tasks}
+        assert len({task["_id"] for task in manager.query()}) == tasks
+        manager.store.drop_pool(pool)
+        manager.store.close()
