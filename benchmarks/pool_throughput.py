@@ -1,0 +1,154 @@
+"""Task pool throughput: create, claim+commit with several workers, run_task overhead.
+
+Run: ``.venv/bin/python benchmarks/pool_throughput.py [--stores sqlite,postgres,mongo]``.
+PostgreSQL and MongoDB URLs come from ``TASKROLL_BENCH_POSTGRES_URL`` /
+``TASKROLL_BENCH_MONGO_URL``; when unset, the test servers (a private PostgreSQL
+cluster, the nx-27017 MongoDB emulator) are started on loopback for the run.
+Every figure comes from this one run and is printed as a table with its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from taskroll.manage import TaskManager, run_task
+from taskroll.store import open_store
+
+CONTEXT = multiprocessing.get_context("spawn")
+
+
+def noop(task_def: dict[str, Any]) -> None:
+    """The task function measured: does nothing."""
+    return None
+
+
+def _claim_worker(url: str, pool: str, start: Any, counts: Any) -> None:
+    with TaskManager(pool, store=url) as manager:
+        start.wait()
+        done = 0
+        while (task := manager.fetch_task()) is not None:
+            manager.commit_task_res(task, None)
+            done += 1
+    counts.put(done)
+
+
+def create_seconds(url: str, tasks: int) -> float:
+    pool = f"bench_{uuid.uuid4().hex[:8]}"
+    definitions = [{"model": {"class": "LinearModel", "kwargs": {"alpha": index}},
+                    "index": index} for index in range(tasks)]
+    with TaskManager(pool, store=url) as manager:
+        began = time.perf_counter()
+        manager.create_task(definitions)
+        elapsed = time.perf_counter() - began
+        manager.store.drop_pool(pool)
+    return elapsed
+
+
+def claim_rate(url: str, tasks: int, workers: int) -> float:
+    pool = f"bench_{uuid.uuid4().hex[:8]}"
+    with TaskManager(pool, store=url) as manager:
+        manager.create_task([{"index": index} for index in range(tasks)])
+        start, counts = CONTEXT.Event(), CONTEXT.Queue()
+        processes = [CONTEXT.Process(target=_claim_worker, args=(url, pool, start, counts))
+                     for _ in range(workers)]
+        for process in processes:
+            process.start()
+        time.sleep(2.0)  # let every worker import and connect before the clock starts
+        began = time.perf_counter()
+        start.set()
+        total = sum(counts.get(timeout=600) for _ in processes)
+        elapsed = time.perf_counter() - began
+        for process in processes:
+            process.join()
+        assert total == tasks and manager.task_stat() == {"done": tasks}
+        manager.store.drop_pool(pool)
+    return tasks / elapsed
+
+
+def run_task_overhead_ms(url: str, tasks: int) -> tuple[float, float]:
+    pool = f"bench_{uuid.uuid4().hex[:8]}"
+    with TaskManager(pool, store=url) as manager:
+        manager.create_task([{"index": index} for index in range(tasks)])
+        began = time.perf_counter()
+        run_task(noop, manager)
+        with_pool = time.perf_counter() - began
+        began = time.perf_counter()
+        for index in range(tasks):
+            noop({"index": index})
+        bare = time.perf_counter() - began
+        manager.store.drop_pool(pool)
+    return with_pool / tasks * 1000, bare / tasks * 1000
+
+
+@contextlib.contextmanager
+def store_urls(names: list[str], workdir: Path) -> Iterator[dict[str, str]]:
+    """Yield a URL per requested store, starting local test servers where needed."""
+    urls: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            if name == "sqlite":
+                urls[name] = f"sqlite:///{workdir / 'bench.db'}"
+            elif name in ("postgres", "mongo"):
+                variable = f"TASKROLL_BENCH_{name.upper()}_URL"
+                if os.environ.get(variable):
+                    urls[name] = os.environ[variable]
+                    continue
+                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "store"))
+                import servers  # the loopback test servers
+
+                starter = servers.postgres_server if name == "postgres" else servers.mongo_server
+                urls[name] = stack.enter_context(starter(workdir / name)).url
+            else:
+                raise SystemExit(f"unknown store {name!r}")
+        yield urls
+
+
+def main() -> None:
+    """Measure and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stores", default="sqlite")
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--claim-tasks", type=int, default=10_000)
+    parser.add_argument("--workers", default="1,2,4")
+    arguments = parser.parse_args()
+    rows: list[tuple[str, str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as folder, \
+            store_urls(arguments.stores.split(","), Path(folder)) as urls:
+        for name, url in urls.items():
+            seconds = create_seconds(url, arguments.tasks)
+            target = "< 1 s" if name == "sqlite" else "-"
+            rows.append((name, f"create_task x{arguments.tasks}", f"{seconds:.3f} s", target,
+                         f"{1.0 / seconds:.2f}x of target" if name == "sqlite" else ""))
+            baseline = None
+            for workers in [int(value) for value in arguments.workers.split(",")]:
+                rate = claim_rate(url, arguments.claim_tasks, workers)
+                baseline = baseline or rate
+                target = ">= 5000/s" if (name == "sqlite" and workers == 2) else "-"
+                note = f"{rate / baseline:.2f}x of 1 worker"
+                if target != "-":
+                    note += f", {rate / 5000:.2f}x of target"
+                rows.append((name, f"claim+commit, {workers} worker(s)", f"{rate:,.0f} tasks/s",
+                             target, note))
+            overhead, bare = run_task_overhead_ms(url, min(arguments.claim_tasks, 5000))
+            rows.append((name, "run_task per task", f"{overhead:.3f} ms",
+                         "<= 2 ms" if name == "sqlite" else "-",
+                         f"bare loop {bare * 1000:.2f} us; {overhead / 2:.2f}x of budget"))
+    widths = [max(len(row[index]) for row in [("store", "measure", "value", "target", "ratio"),
+                                               *rows]) for index in range(5)]
+    header = ("store", "measure", "value", "target", "ratio")
+    for row in [header, tuple("-" * width for width in widths), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
