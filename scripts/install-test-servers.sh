@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install what the server-backed store tests need on a fresh Debian/Ubuntu machine.
+#
+# * PostgreSQL server binaries (Debian's `postgresql` package) when no
+#   /usr/lib/postgresql/*/bin/pg_ctl exists. The tests start their own private
+#   cluster on 127.0.0.1 in a temporary folder, so no system cluster is created.
+# * The MongoDB wire-protocol test server (nx-27017) and the drivers come from
+#   `pip install -e ".[dev]"`; this script only checks that they are importable.
+#
+# Idempotent and quiet; works as root or, through sudo, as a normal user.
+set -euo pipefail
+
+have_postgres() {
+    compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null
+}
+
+if have_postgres; then
+    echo "install-test-servers: PostgreSQL already present: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        echo "install-test-servers: need root (or sudo) to apt-get install postgresql" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-test-servers: no apt-get; install the PostgreSQL server binaries by hand" >&2
+        exit 1
+    fi
+    # Do not let the package create and start a system cluster on port 5432:
+    # the tests run their own throw-away cluster.
+    "${as_root[@]}" mkdir -p /etc/postgresql-common
+    if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+        echo "create_main_cluster = false" | "${as_root[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+    fi
+    echo "install-test-servers: installing postgresql with apt-get"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        postgresql >/dev/null
+    have_postgres || { echo "install-test-servers: pg_ctl still missing after install" >&2; exit 1; }
+    echo "install-test-servers: PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
+fi
+
+python_bin="${PYTHON:-python3}"
+if [ -x ".venv/bin/python" ] && [ -z "${PYTHON:-}" ]; then
+    python_bin=".venv/bin/python"
+fi
+if ! "$python_bin" -c "import psycopg, pymongo, nx_27017" >/dev/null 2>&1; then
+    echo "install-test-servers: note: run 'pip install -e \".[dev]\"' for psycopg, pymongo and nx-27017"
+fi

@@ -1,0 +1,312 @@
+"""Loading panels of daily bars: files (CSV, Parquet), the synthetic market, or a frame.
+
+A panel is a frame indexed by ``(datetime, instrument)``, sorted, without
+duplicate rows. Loaders are small objects built from task cfgs; their data is
+cached per process (a bounded LRU), so several tasks run by one worker read a
+file, or generate a market, once.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from taskroll.errors import DataError
+
+INDEX_NAMES: tuple[str, str] = ("datetime", "instrument")
+"""Names of the two index levels of every panel."""
+
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class _LRUCache:
+    """A tiny thread-safe LRU map used for in-process data caches."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """Return the cached value for ``key``, building (and caching) it when absent."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = build()
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """Forget every cached value."""
+        with self._lock:
+            self._items.clear()
+
+
+_PANEL_CACHE = _LRUCache(capacity=4)
+
+
+def clear_caches() -> None:
+    """Drop every in-process data cache (panels, generated markets, computed features)."""
+    _PANEL_CACHE.clear()
+    from taskroll.data import features
+
+    features.clear_feature_cache()
+
+
+def validate_panel(frame: pd.DataFrame, source: str = "panel",
+                   required_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Check and normalise a panel frame.
+
+    Accepts a frame with a ``(datetime, instrument)`` MultiIndex, or with
+    ``datetime`` and ``instrument`` columns.
+
+    Args:
+        frame: The frame to check.
+        source: Where it came from, for error messages.
+        required_columns: Columns that must be present besides the index.
+
+    Returns:
+        A frame indexed by ``(datetime, instrument)`` with datetime64 dates, sorted.
+
+    Raises:
+        DataError: When the index columns are missing, a date cannot be parsed, a
+            required column is missing, or a ``(datetime, instrument)`` pair repeats.
+    """
+    if isinstance(frame.index, pd.MultiIndex) and list(frame.index.names) == list(INDEX_NAMES):
+        frame = frame.reset_index()
+    missing_keys = [name for name in INDEX_NAMES if name not in frame.columns]
+    if missing_keys:
+        raise DataError(f"{source}: missing column(s) {missing_keys}; a panel needs 'datetime' "
+                        f"and 'instrument' columns (or index levels), got {list(frame.columns)}")
+    missing = [name for name in required_columns if name not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: missing required column(s) {missing}; "
+                        f"columns present: {list(frame.columns)}")
+    frame = frame.copy()
+    try:
+        frame["datetime"] = pd.to_datetime(frame["datetime"], errors="raise")
+    except (ValueError, TypeError, OverflowError) as error:
+        raise DataError(f"{source}: cannot parse the 'datetime' column: {error}") from error
+    if frame["datetime"].isna().any():
+        raise DataError(f"{source}: the 'datetime' column has missing values")
+    if frame["instrument"].isna().any():
+        raise DataError(f"{source}: the 'instrument' column has missing values")
+    frame["instrument"] = frame["instrument"].astype(str)
+    frame = frame.set_index(list(INDEX_NAMES)).sort_index()
+    duplicated = frame.index.duplicated()
+    if duplicated.any():
+        examples = list(frame.index[duplicated][:3])
+        raise DataError(f"{source}: {int(duplicated.sum())} duplicate (datetime, instrument) "
+                        f"row(s), e.g. {examples}; keep one row per instrument and day")
+    return frame
+
+
+def load_panel(path: str | Path, required_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a panel from a CSV or Parquet file (chosen by suffix) and validate it.
+
+    Args:
+        path: A ``.csv`` (optionally compressed, e.g. ``.csv.gz``), ``.parquet`` or ``.pq`` file.
+        required_columns: Columns that must be present besides the index.
+
+    Returns:
+        The validated panel (see :func:`validate_panel`).
+
+    Raises:
+        DataError: When the file is missing, has an unknown suffix, cannot be parsed,
+            or fails validation.
+    """
+    source = Path(path)
+    name = source.name.lower()
+    if not source.is_file():
+        raise DataError(f"panel file {source} does not exist")
+    try:
+        if name.endswith(_PARQUET_SUFFIXES):
+            frame = pd.read_parquet(source)
+        elif name.endswith(_CSV_SUFFIXES):
+            frame = pd.read_csv(source)
+        else:
+            raise DataError(f"cannot read {source}: use a .csv or .parquet file")
+    except DataError:
+        raise
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"cannot read panel file {source}: {error}") from error
+    return validate_panel(frame, str(source), required_columns)
+
+
+def slice_panel(frame: pd.DataFrame, instruments: str | Sequence[str] = "all",
+                start_time: Any = None, end_time: Any = None) -> pd.DataFrame:
+    """Select instruments and an inclusive date range from a sorted panel.
+
+    Args:
+        frame: A panel indexed by ``(datetime, instrument)``, sorted by date.
+        instruments: ``"all"`` or the instrument names to keep.
+        start_time: First date kept (inclusive), or ``None``.
+        end_time: Last date kept (inclusive), or ``None``.
+
+    Returns:
+        The selected rows (the frame itself when nothing is filtered).
+    """
+    if start_time is not None or end_time is not None:
+        dates = frame.index.get_level_values(0)
+        first = 0 if start_time is None else dates.searchsorted(pd.Timestamp(start_time), "left")
+        last = len(dates) if end_time is None else dates.searchsorted(pd.Timestamp(end_time),
+                                                                      "right")
+        frame = frame.iloc[first:last]
+    if not (isinstance(instruments, str) and instruments == "all"):
+        wanted = [instruments] if isinstance(instruments, str) else list(instruments)
+        frame = frame[frame.index.get_level_values(1).isin(wanted)]
+    return frame
+
+
+class DataLoader(ABC):
+    """Something that loads a panel; built from a task cfg.
+
+    Subclasses implement :meth:`load_all`; :meth:`load` slices it. ``cache_key``
+    identifies the loaded data within a process (``None``: do not cache).
+    """
+
+    @property
+    @abstractmethod
+    def cache_key(self) -> Hashable | None:
+        """A hashable identity of the data this loader returns, or ``None``."""
+
+    @abstractmethod
+    def load_all(self) -> pd.DataFrame:
+        """Return the whole panel, sorted; treat it as read-only."""
+
+    def load(self, instruments: str | Sequence[str] = "all", start_time: Any = None,
+             end_time: Any = None) -> pd.DataFrame:
+        """Return the panel rows for ``instruments`` between the two dates (inclusive).
+
+        Args:
+            instruments: ``"all"`` or a list of instrument names.
+            start_time: First date (inclusive) or ``None``.
+            end_time: Last date (inclusive) or ``None``.
+
+        Returns:
+            A frame indexed by ``(datetime, instrument)``, sorted; treat it as read-only.
+
+        Raises:
+            DataError: When the data cannot be loaded.
+        """
+        return slice_panel(self.load_all(), instruments, start_time, end_time)
+
+    def calendar(self) -> pd.DatetimeIndex:
+        """Return the sorted distinct dates of the panel."""
+        return pd.DatetimeIndex(self.load_all().index.get_level_values(0).unique(),
+                                name="datetime")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.cache_key!r})"
+
+
+class FileLoader(DataLoader):
+    """Loads bars from a CSV or Parquet panel file (see :func:`load_panel`).
+
+    The file is read once per process while its size and modification time stay
+    the same.
+
+    Args:
+        path: The panel file.
+        required_columns: Columns the file must have besides the index.
+    """
+
+    def __init__(self, path: str | Path, required_columns: Sequence[str] = ()) -> None:
+        self.path = str(path)
+        self.required_columns = tuple(required_columns)
+
+    @property
+    def cache_key(self) -> Hashable | None:
+        """``("file", absolute path, size, mtime)``; ``None`` when the file is missing."""
+        source = Path(self.path).resolve()
+        try:
+            stat = source.stat()
+        except OSError:
+            return None
+        return ("file", str(source), stat.st_size, stat.st_mtime_ns, self.required_columns)
+
+    def load_all(self) -> pd.DataFrame:
+        """Return the whole file's panel (cached).
+
+        Raises:
+            DataError: When the file is missing or malformed.
+        """
+        key = self.cache_key
+        if key is None:
+            raise DataError(f"panel file {self.path} does not exist")
+        frame: pd.DataFrame = _PANEL_CACHE.get_or_build(
+            key, lambda: load_panel(self.path, self.required_columns))
+        return frame
+
+
+class SyntheticLoader(DataLoader):
+    """Loads bars from the seeded synthetic market (generated once per process).
+
+    Args:
+        **market_kwargs: Keyword arguments of :class:`~taskroll.data.synthetic.SyntheticMarket`
+            (``seed``, ``n_instruments``, ``start``, ``end``, ...).
+    """
+
+    def __init__(self, **market_kwargs: Any) -> None:
+        self.market_kwargs = dict(market_kwargs)
+
+    @property
+    def cache_key(self) -> Hashable | None:
+        """``("synthetic", sorted kwargs)``."""
+        return ("synthetic", tuple(sorted((name, repr(value))
+                                          for name, value in self.market_kwargs.items())))
+
+    def load_all(self) -> pd.DataFrame:
+        """Return the whole generated panel (cached).
+
+        Raises:
+            DataError: For invalid market arguments.
+        """
+        from taskroll.data.synthetic import SyntheticMarket
+
+        def build() -> pd.DataFrame:
+            try:
+                return SyntheticMarket(**self.market_kwargs).bars()
+            except TypeError as error:
+                raise DataError(f"invalid SyntheticMarket arguments: {error}") from error
+
+        frame: pd.DataFrame = _PANEL_CACHE.get_or_build(self.cache_key, build)
+        return frame
+
+
+class StaticLoader(DataLoader):
+    """Serves a frame given in memory (e.g. precomputed features), as Qlib's StaticDataLoader.
+
+    Args:
+        frame: A panel indexed by ``(datetime, instrument)`` (sorted on construction),
+            or a path to a CSV/Parquet panel.
+    """
+
+    def __init__(self, frame: pd.DataFrame | str | Path) -> None:
+        if isinstance(frame, (str, Path)):
+            frame = load_panel(frame)
+        elif not (isinstance(frame.index, pd.MultiIndex)
+                  and list(frame.index.names) == list(INDEX_NAMES)):
+            raise DataError("StaticLoader needs a frame indexed by (datetime, instrument)")
+        self.frame = frame.sort_index()
+
+    @property
+    def cache_key(self) -> Hashable | None:
+        """``None``: an in-memory frame is not cached."""
+        return None
+
+    def load_all(self) -> pd.DataFrame:
+        """Return the frame."""
+        return self.frame

@@ -1,0 +1,578 @@
+"""The MongoDB store: one collection per pool (as in Qlib), claims with ``find_one_and_update``.
+
+Schema, in database ``db_name`` (Qlib's ``task_db_name``)::
+
+    <pool>                      one collection per pool; documents:
+        {_id: task id (str, so the primary key makes ids unique), def, def_encoding,
+         filter: {...subdocument...}, status, priority, res, res_encoding,
+         created, started, finished, lease_until: float UNIX seconds (server clock),
+         worker, attempts, error, claimed_from, seq: int}
+        index (status, priority -1, seq)     fetch order
+        index (seq)                          find order and paging
+        index (status, lease_until)          reap
+    _taskroll_counters          {_id: pool, seq: last seq handed out}; not a pool, but
+                                marks the pools taskroll created (see list_pools)
+
+``seq`` comes from a per-pool counter taken at insert time, so it orders tasks by
+creation like SQLite's rowid (``created`` has the server clock's millisecond
+resolution and ties within one call). Payloads are ``str`` (json) or BSON binary
+(pickle). Times are float seconds read from the server (``hello``'s ``localTime``) just
+before the write that needs them: update pipelines with ``$$NOW`` would do it in one
+round trip, but the nx-27017 test server lacks them, and a real MongoDB gives the same
+clock either way.
+
+A fetch is one ``find_one_and_update`` (sorted by priority, then seq). :meth:`reap`
+updates each expired task with ``update_one`` guarded by the values it read (status,
+lease, worker, attempts), so a heartbeat or fetch racing with it wins and nothing is
+lost.
+
+Queries become MongoDB filters with the semantics of
+:func:`taskroll.store.query.matches` and JSON typing (``true`` is not ``1``): each
+``filter`` path prefix must be an object and not an array (MongoDB would otherwise look
+inside arrays), operands carry a ``$type``, negations are ``$nor``. Conditions MongoDB
+servers disagree on (operands that are ``null``, lists or documents, ``$exists`` on a
+``filter`` path, keys with quotes or ``$``) are "residual": the server narrows the
+candidates and Python decides; operations with residual conditions act on the ids
+found (each write still guarded in the database).
+
+Connections: one ``MongoClient`` per process (pooled, thread-safe). Network errors
+(``AutoReconnect``: server restarted, failover) are retried with backoff for up to
+``retry_seconds``; a retried insert reports ids it had already inserted as existing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from taskroll.errors import StoreConnectionError, StoreError, require
+from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
+from taskroll.store.postgres import mask_url
+from taskroll.store.query import Condition, matches
+
+Result = TypeVar("Result")
+Filter = dict[str, Any]
+
+COUNTERS = "_taskroll_counters"
+_INTERNAL_PREFIXES = ("_taskroll", "system.")
+_PAGE = 1000
+_TEXT_FIELDS = frozenset({"_id", "status", "worker", "error", "claimed_from"})
+_TIME_FIELDS = frozenset({"created", "started", "finished", "lease_until"})
+_NEVER: Filter = {"_id": {"$in": []}}
+_KINDS = ((bool, "bool"), (str, "string"), (int, "number"), (float, "number"))
+
+
+class _Strict:
+    """A bool equal only to bools, so Python checks keep JSON typing (``true != 1``)."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Strict) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash((_Strict, self.value))
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, bool):
+        return _Strict(value)
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict(item) for item in value]
+    return value
+
+
+def _kind(value: Any) -> str | None:
+    """The ``$type`` alias of a scalar operand, or ``None`` for null, lists and documents."""
+    for python_type, alias in _KINDS:
+        if isinstance(value, python_type):
+            return alias
+    return None
+
+
+def _accepts(field: str, value: Any) -> bool:
+    if field in _TEXT_FIELDS:
+        return isinstance(value, str)
+    return _kind(value) == "number"
+
+
+def _all(parts: Sequence[Filter]) -> Filter:
+    return parts[0] if len(parts) == 1 else {"$and": list(parts)} if parts else {}
+
+
+class _Query:
+    """A condition list split into a server filter and residual conditions checked in Python."""
+
+    def __init__(self, conditions: Sequence[Condition]) -> None:
+        self.parts: list[Filter] = []
+        self.residual: list[Condition] = []
+        for condition in conditions:
+            if condition.field == "filter":
+                parts, exact = self._filter(condition)
+            else:
+                parts, exact = self._field(condition), True
+            self.parts.extend(parts)
+            if not exact:
+                self.residual.append(condition)
+
+    def filter(self, *extra: Filter) -> Filter:
+        return _all([*self.parts, *extra])
+
+    def keeps(self, record: Mapping[str, Any]) -> bool:
+        """Whether a record the server selected also passes the residual conditions."""
+        if not self.residual:
+            return True
+        typed = [Condition(item.field, item.path, item.operator,
+                           item.value if item.operator == "$exists" else _strict(item.value))
+                 for item in self.residual]
+        return matches(_strict(dict(record)), typed)
+
+    @staticmethod
+    def _negate(parts: list[Filter]) -> list[Filter]:
+        return [] if parts == [_NEVER] else [{"$nor": [_all(parts)]}]
+
+    def _filter(self, condition: Condition) -> tuple[list[Filter], bool]:
+        """Translate a ``filter`` path test: (server parts, exact?). Inexact parts narrow only."""
+        operator, value, path = condition.operator, condition.value, condition.path
+        if operator in ("$ne", "$nin"):
+            positive = Condition("filter", path, {"$ne": "$eq", "$nin": "$in"}[operator], value)
+            parts, exact = self._filter(positive)
+            return (self._negate(parts), True) if exact else ([], False)
+        if any(part.startswith("$") or re.search(r"['\"\\]", part) for part in path):
+            return [], False
+        name = "filter." + ".".join(path)
+        guards: list[Filter] = []
+        for index in range(1, len(path)):
+            prefix = "filter." + ".".join(path[:index])
+            guards += [{prefix: {"$type": "object"}}, {"$nor": [{prefix: {"$type": "array"}}]}]
+        scalar = {"$nor": [{name: {"$type": "array"}}]}
+        if operator == "$exists":
+            return (guards if value else []), False
+        if operator == "$eq":
+            kind = _kind(value)
+            if kind is not None:
+                return [*guards, scalar, {name: {"$eq": value, "$type": kind}}], True
+            if value is None:
+                return guards, False
+            return [*guards, {name: {"$type": "array" if isinstance(value, list) else "object"}}], \
+                False
+        if operator == "$in":
+            if not value:
+                return [_NEVER], True
+            kinds = [_kind(item) for item in value]
+            if None in kinds:
+                return guards, False
+            groups = [{name: {"$in": [item for item, item_kind in zip(value, kinds, strict=True)
+                                      if item_kind == kind], "$type": kind}}
+                      for kind in sorted(set(kinds), key=str)]
+            return [*guards, scalar, groups[0] if len(groups) == 1 else {"$or": groups}], True
+        kind = _kind(value)
+        if kind not in ("number", "string"):
+            return [_NEVER], True
+        return [*guards, scalar, {name: {operator: value, "$type": kind}}], True
+
+    def _field(self, condition: Condition) -> list[Filter]:
+        """Translate a test on a task field (always exact: task fields are typed scalars)."""
+        field, operator, value = condition.field, condition.operator, condition.value
+        if operator == "$exists":
+            return [{field: {"$ne": None}} if value else {field: None}]
+        if operator in ("$in", "$nin"):  # task fields are scalars: no array or type guards
+            items = [item for item in value if _accepts(field, item)]
+            if not items:
+                return [_NEVER] if operator == "$in" else []
+            return [{field: {operator: items}}]
+        if not _accepts(field, value):
+            return [] if operator == "$ne" else [_NEVER]
+        return [{field: {operator: value}}]
+
+
+def _to_record(document: Mapping[str, Any]) -> Record:
+    record: Record = {field: document.get(field) for field in RECORD_FIELDS}
+    for name in ("def", "res"):
+        if isinstance(record[name], (bytearray, memoryview)):
+            record[name] = bytes(record[name])
+    return record
+
+
+class MongoStore(TaskStore):
+    """Task store in a MongoDB database: one collection per pool, as in Qlib."""
+
+    scheme = "mongodb"
+
+    def __init__(self, url: str, db_name: str = "taskroll", retry_seconds: float = 30.0,
+                 server_selection_timeout_ms: int = 5000) -> None:
+        """Connect and check that the server answers.
+
+        Args:
+            url: ``mongodb://[user:password@]host[:port][/?options]`` (Qlib's ``task_url``).
+            db_name: Database holding the pools (Qlib's ``task_db_name``).
+            retry_seconds: How long an operation keeps retrying network errors before failing.
+            server_selection_timeout_ms: How long one attempt waits for a usable server.
+
+        Raises:
+            MissingDependencyError: When pymongo is not installed.
+            StoreConnectionError: When the server cannot be reached within ``retry_seconds``.
+        """
+        self._pymongo: Any = require("pymongo", "mongo")
+        self.url = url
+        self.db_name = db_name
+        self.safe_url = mask_url(url)
+        try:
+            password = urlsplit(url).password or ""
+        except ValueError:
+            password = ""
+        self._secrets = [secret for secret in {password, unquote(password)} if secret]
+        self.retry_seconds = retry_seconds
+        self.server_selection_timeout_ms = server_selection_timeout_ms
+        self._lock = threading.Lock()
+        self._clients: dict[int, Any] = {}
+        self._ready_pools: set[str] = set()
+        self._closed = False
+        self._run(lambda: self._database().command("ping"))
+
+    @classmethod
+    def from_url(cls, url: str, db_name: str = "taskroll") -> MongoStore:
+        """Open the store a ``mongodb://`` URL and database name give."""
+        return cls(url, db_name)
+
+    def __repr__(self) -> str:
+        return f"MongoStore({self.safe_url!r}, {self.db_name!r})"
+
+    # -- connections -----------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _database(self) -> Any:
+        if self._closed:
+            raise StoreError(f"the task store {self.safe_url} is closed")
+        pid = os.getpid()
+        with self._lock:
+            client = self._clients.get(pid)
+            if client is None:
+                client = self._pymongo.MongoClient(
+                    self.url, serverSelectionTimeoutMS=self.server_selection_timeout_ms,
+                    tz_aware=True, appname="taskroll", connect=False,
+                )
+                self._clients[pid] = client
+        return client[self.db_name]
+
+    def _run(self, operation: Callable[..., Result], *arguments: Any) -> Result:
+        """Run ``operation(*arguments)``, retrying network errors for ``retry_seconds``."""
+        errors = self._pymongo.errors
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                return operation(*arguments)
+            except errors.AutoReconnect as error:
+                now = time.monotonic()
+                deadline = now + self.retry_seconds if deadline is None else deadline
+                if now >= deadline:
+                    raise StoreConnectionError(
+                        f"cannot reach the MongoDB task store {self.safe_url} (retried "
+                        f"{self.retry_seconds:g} s): {self._scrub(str(error))}; check that the "
+                        "server is running and the URL is right"
+                    ) from error
+                time.sleep(min(delay, max(deadline - now, 0.0)))
+                delay = min(delay * 2, 1.0)
+            except (errors.PyMongoError, errors.InvalidName, errors.InvalidDocument,
+                    OverflowError) as error:  # BSON cannot hold the value (e.g. int > 2**63)
+                raise StoreError(
+                    f"MongoDB task store {self.safe_url}: {self._scrub(str(error))}"
+                ) from error
+
+    def _clock(self) -> float:
+        database = self._database()
+        try:
+            reply = database.command("hello")
+        except self._pymongo.errors.OperationFailure:
+            reply = database.command("isMaster")
+        return float(reply["localTime"].timestamp())
+
+    def _collection(self, pool: str) -> Any:
+        if not pool or pool.startswith(_INTERNAL_PREFIXES) or "$" in pool or "\0" in pool:
+            raise StoreError(f"invalid pool name {pool!r} for MongoDB (no '$', not '_taskroll*')")
+        return self._database()[pool]
+
+    def _ensure_pool(self, pool: str) -> Any:
+        collection = self._collection(pool)
+        if pool not in self._ready_pools:
+            collection.create_index([("status", 1), ("priority", -1), ("seq", 1)],
+                                    name="taskroll_fetch")
+            collection.create_index([("seq", 1)], name="taskroll_order")
+            collection.create_index([("status", 1), ("lease_until", 1)], name="taskroll_lease")
+            self._ready_pools.add(pool)
+        return collection
+
+    def _matching_ids(self, pool: str, query: _Query, *extra: Filter) -> list[str]:
+        return [record["_id"] for record in self._find(pool, query, None, *extra)]
+
+    # -- pools ---------------------------------------------------------------------------
+    def list_pools(self) -> list[str]:
+        """Return the pools in the database, sorted: collections that hold or held tasks.
+
+        A collection counts when it has a sequence counter (taskroll inserted into it) or
+        holds documents (e.g. written by Qlib); empty collections that a server created
+        as a side effect of reading (nx-27017 does) are left out.
+        """
+        def operation() -> list[str]:
+            database = self._database()
+            counted = {item["_id"] for item in database[COUNTERS].find({}, {"_id": 1})}
+            return sorted(
+                name for name in database.list_collection_names()
+                if not name.startswith(_INTERNAL_PREFIXES)
+                and (name in counted or database[name].find_one({}, {"_id": 1}) is not None))
+        return self._run(operation)
+
+    def drop_pool(self, pool: str) -> None:
+        """Drop a pool's collection and its counter (no error if absent)."""
+        def operation() -> None:
+            self._collection(pool).drop()
+            self._database()[COUNTERS].delete_one({"_id": pool})
+        self._run(operation)
+        self._ready_pools.discard(pool)
+
+    # -- writes --------------------------------------------------------------------------
+    def insert_many(self, pool: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Insert tasks whose ids are new (unique ``_id``); return those this call inserted.
+
+        Raises:
+            StoreError: When a record lacks ``_id``, ``def``, ``def_encoding`` or ``filter``.
+        """
+        for record in records:
+            if any(name not in record for name in ("_id", "def", "def_encoding", "filter")):
+                raise StoreError("task records need _id, def, def_encoding and filter")
+        collection = self._run(self._ensure_pool, pool)
+        first = self._run(self._reserve, pool, len(records))  # also registers the pool
+        if not records:
+            return []
+        now = self._run(self._clock)
+        documents = [
+            {**dict.fromkeys(RECORD_FIELDS), "_id": record["_id"], "def": record["def"],
+             "def_encoding": record["def_encoding"], "filter": dict(record["filter"]),
+             "status": record.get("status") or "waiting",
+             "priority": int(record.get("priority") or 0), "created": now, "attempts": 0,
+             "seq": first + index}
+            for index, record in enumerate(records)
+        ]
+        return self._run(lambda: self._insert(collection, documents))
+
+    def _reserve(self, pool: str, count: int) -> int:
+        counters = self._database()[COUNTERS]
+        for _ in range(3):  # concurrent first upserts of one counter may collide once
+            try:
+                reply = counters.find_one_and_update(
+                    {"_id": pool}, {"$inc": {"seq": count}}, upsert=True,
+                    return_document=self._pymongo.ReturnDocument.AFTER)
+                return int(reply["seq"]) - count + 1
+            except self._pymongo.errors.DuplicateKeyError:
+                continue
+        raise StoreError(f"cannot reserve sequence numbers for pool {pool!r}")
+
+    def _insert(self, collection: Any, documents: list[Filter]) -> list[str]:
+        errors = self._pymongo.errors
+        try:
+            collection.insert_many(documents, ordered=False)
+            failed: set[int] = set()
+        except errors.BulkWriteError as error:
+            write_errors = error.details.get("writeErrors", [])
+            if any(item.get("code") != 11000 for item in write_errors):
+                raise
+            failed = {int(item["index"]) for item in write_errors}
+        return [document["_id"] for index, document in enumerate(documents)
+                if index not in failed]
+
+    def _setter(self, fields: Mapping[str, Any]) -> Filter:
+        unknown = set(fields) - WRITABLE_FIELDS
+        if unknown:
+            raise StoreError(f"cannot write task fields {sorted(unknown)}")
+        values: Filter = {}
+        now: float | None = None
+        for name, value in fields.items():
+            if value is NOW:
+                if name not in _TIME_FIELDS:
+                    raise StoreError(f"NOW can only stamp time fields, not {name!r}")
+                now = self._clock() if now is None else now
+                value = now
+            elif isinstance(value, (bytearray, memoryview)):
+                value = bytes(value)
+            values[name] = value
+        return {"$set": values}
+
+    def update(self, pool: str, task_id: str, fields: Mapping[str, Any],
+               expected_status: str | None = None, expected_worker: str | None = None) -> bool:
+        """Set fields of one task if it exists and the optional status/worker guards hold."""
+        guard: Filter = {"_id": task_id}
+        if expected_status is not None:
+            guard["status"] = expected_status
+        if expected_worker is not None:
+            guard["worker"] = expected_worker
+        if not fields:
+            return self._run(lambda: self._collection(pool).find_one(guard, {"_id": 1})) is not None
+        return bool(self._run(lambda: self._collection(pool).update_one(
+            guard, self._setter(fields)).matched_count) > 0)
+
+    def update_many(self, pool: str, conditions: Sequence[Condition],
+                    fields: Mapping[str, Any]) -> int:
+        """Set fields on every matching task; return how many matched."""
+        query = _Query(conditions)
+        if not fields:
+            return sum(self.count_by_status(pool, conditions).values())
+        if not query.residual:
+            return int(self._run(lambda: self._collection(pool).update_many(
+                query.filter(), self._setter(fields)).matched_count))
+        update = self._run(self._setter, fields)
+        collection, matched = self._collection(pool), 0
+        for chunk in _chunks(self._matching_ids(pool, query)):
+            selector = query.filter({"_id": {"$in": chunk}})
+            matched += self._run(
+                lambda chosen: int(collection.update_many(chosen, update).matched_count), selector)
+        return matched
+
+    def delete_many(self, pool: str, conditions: Sequence[Condition]) -> int:
+        """Delete every matching task; return how many were deleted."""
+        query = _Query(conditions)
+        if not query.residual:
+            return int(self._run(
+                lambda: self._collection(pool).delete_many(query.filter()).deleted_count))
+        collection, deleted = self._collection(pool), 0
+        for chunk in _chunks(self._matching_ids(pool, query)):
+            selector = query.filter({"_id": {"$in": chunk}})
+            deleted += self._run(
+                lambda chosen: int(collection.delete_many(chosen).deleted_count), selector)
+        return deleted
+
+    # -- claims --------------------------------------------------------------------------
+    def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
+              lease_seconds: float) -> Record | None:
+        """Claim the highest-priority, oldest matching task with one ``find_one_and_update``."""
+        query = _Query(conditions)
+        sort = [("priority", -1), ("seq", 1)]
+
+        def claim(selector: Filter) -> Record | None:
+            now = self._clock()
+            document = self._collection(pool).find_one_and_update(
+                selector,
+                {"$set": {"status": "running", "worker": worker, "started": now,
+                          "lease_until": now + float(lease_seconds), "claimed_from": status},
+                 "$inc": {"attempts": 1}},
+                sort=sort, return_document=self._pymongo.ReturnDocument.AFTER)
+            return None if document is None else _to_record(document)
+
+        if not query.residual:
+            return self._run(lambda: claim(query.filter({"status": status})))
+        for record in self._find(pool, query, None, {"status": status}, sort=sort):
+            selector = query.filter({"_id": record["_id"], "status": status})
+            claimed = self._run(claim, selector)
+            if claimed is not None:
+                return claimed
+        return None
+
+    def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease of a running task still owned by ``worker``."""
+        def operation() -> bool:
+            lease_until = self._clock() + float(lease_seconds)
+            return bool(self._collection(pool).update_one(
+                {"_id": task_id, "status": "running", "worker": worker},
+                {"$set": {"lease_until": lease_until}}).matched_count > 0)
+        return self._run(operation)
+
+    def reap(self, pool: str, max_attempts: int) -> int:
+        """Return expired leases to their previous status, or fail them after max_attempts."""
+        def operation() -> int:
+            collection = self._collection(pool)
+            now = self._clock()
+            moved = 0
+            expired = list(collection.find(
+                {"status": "running", "lease_until": {"$lt": now}},
+                {"worker": 1, "attempts": 1, "claimed_from": 1, "lease_until": 1}))
+            for document in expired:
+                attempts = int(document.get("attempts") or 0)
+                worker = document.get("worker")
+                failed = attempts >= max_attempts
+                values: Filter = {
+                    "status": "failed" if failed else document.get("claimed_from") or "waiting",
+                    "error": f"lease expired: worker {worker or '?'} stopped renewing it "
+                             f"during attempt {attempts} of {max_attempts}",
+                    "worker": None, "lease_until": None,
+                }
+                if failed:
+                    values["finished"] = now
+                guard = {"_id": document["_id"], "status": "running", "worker": worker,
+                         "attempts": document.get("attempts"),
+                         "lease_until": document["lease_until"]}
+                moved += collection.update_one(guard, {"$set": values}).modified_count
+            return moved
+        return self._run(operation)
+
+    # -- reads ---------------------------------------------------------------------------
+    def _find(self, pool: str, query: _Query, limit: int | None, *extra: Filter,
+              sort: list[tuple[str, int]] | None = None) -> Iterator[Record]:
+        """Yield records the server filter and residual both keep, in pages by ``seq``."""
+        collection = self._collection(pool)
+        sort = sort or [("seq", 1)]
+        if sort != [("seq", 1)]:  # a claim scan: one pass, each claim re-checked by the server
+            cursor = self._run(lambda: list(collection.find(query.filter(*extra), sort=sort)))
+            yield from (record for record in map(_to_record, cursor) if query.keeps(record))
+            return
+        last_seq, remaining = None, limit
+        while remaining is None or remaining > 0:
+            after: list[Filter] = [] if last_seq is None else [{"seq": {"$gt": last_seq}}]
+            page = self._run(lambda chosen: list(collection.find(chosen, sort=sort, limit=_PAGE)),
+                             query.filter(*extra, *after))
+            for document in page:
+                record = _to_record(document)
+                if query.keeps(record):
+                    yield record
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining == 0:
+                            return
+            if len(page) < _PAGE:
+                return
+            last_seq = page[-1]["seq"]
+
+    def find(self, pool: str, conditions: Sequence[Condition],
+             limit: int | None = None) -> Iterator[Record]:
+        """Yield matching records oldest first."""
+        return self._find(pool, _Query(conditions), limit)
+
+    def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
+        """Count matching tasks per status with a ``$group`` aggregation."""
+        query = _Query(conditions)
+        if query.residual:
+            counts: dict[str, int] = {}
+            for record in self._find(pool, query, None):
+                counts[record["status"]] = counts.get(record["status"], 0) + 1
+            return counts
+        rows = self._run(lambda: list(self._collection(pool).aggregate([
+            {"$match": query.filter()}, {"$group": {"_id": "$status", "count": {"$sum": 1}}}])))
+        return {row["_id"]: int(row["count"]) for row in rows}
+
+    def now(self) -> float:
+        """Return the server's clock as UNIX seconds (millisecond resolution)."""
+        return self._run(self._clock)
+
+    # -- lifetime ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close this process's client; clients inherited over ``fork`` are left alone."""
+        with self._lock:
+            client = self._clients.pop(os.getpid(), None)
+            self._closed = True
+        if client is not None:
+            client.close()
+
+
+def _chunks(ids: list[str], size: int = _PAGE) -> Iterator[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]

@@ -1,0 +1,575 @@
+"""The PostgreSQL store: every pool in one table, claims with ``FOR UPDATE SKIP LOCKED``.
+
+Schema (created on first use, under an advisory lock so concurrent openers do not race)::
+
+    CREATE TABLE taskroll_tasks (
+        pool text NOT NULL, id text NOT NULL,          -- PRIMARY KEY (pool, id)
+        def_text text, def_bytes bytea,               -- payload: str (json) or bytes (pickle)
+        def_encoding text NOT NULL,
+        filter jsonb NOT NULL,                        -- canonical JSON copy, queried with #> / @>
+        status text NOT NULL, priority bigint NOT NULL DEFAULT 0,
+        res_text text, res_bytes bytea, res_encoding text,
+        created float8, started float8, finished float8,   -- UNIX seconds, database clock
+        worker text, lease_until float8, attempts integer NOT NULL DEFAULT 0,
+        error text, claimed_from text,
+        seq bigserial NOT NULL)                       -- insertion order ("oldest first")
+    CREATE INDEX taskroll_tasks_fetch ON taskroll_tasks (pool, status, priority DESC, seq)
+    CREATE INDEX taskroll_tasks_order ON taskroll_tasks (pool, seq)          -- find, paging
+    CREATE INDEX taskroll_tasks_lease ON taskroll_tasks (pool, lease_until)
+        WHERE status = 'running'                                            -- reap
+    CREATE INDEX taskroll_tasks_filter ON taskroll_tasks USING gin (filter jsonb_path_ops)
+    CREATE TABLE taskroll_pools (pool text PRIMARY KEY, created float8)      -- list_pools
+
+Times are ``extract(epoch from statement_timestamp())``: the server's clock, fixed
+within one statement. A fetch is one ``UPDATE ... WHERE (pool, id) = (SELECT ... ORDER
+BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ...``. Inserts take
+their ``seq`` numbers first (input order) and then insert rows sorted by id with
+``ON CONFLICT DO NOTHING`` (one lock order, so concurrent creators cannot deadlock).
+
+Queries are translated to SQL with the semantics of :func:`taskroll.store.query.matches`,
+JSON types kept apart as in the SQLite store and MongoDB (``true`` is not ``1``):
+a ``filter`` path is present only when every prefix is an object; ``$ne``/``$nin`` are
+the negations of ``$eq``/``$in``; order tests compare numbers with numbers and strings
+with strings (code-point order, ``COLLATE "C"``), anything else is false. Equality also
+adds ``filter @> {...}`` so the GIN index can serve it.
+
+Connections: a small pool per process (threads such as a worker's heartbeat borrow one
+per operation), autocommit. When the server goes away (restart, failover) broken
+connections are dropped and the operation is retried with backoff for up to
+``retry_seconds``. Passwords never appear in ``repr`` or error messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from taskroll.errors import StoreConnectionError, StoreError, require
+from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
+from taskroll.store.query import Condition
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
+Result = TypeVar("Result")
+
+#: The database clock in UNIX seconds, fixed within one statement.
+CLOCK = "extract(epoch from statement_timestamp())::float8"
+_LOCK_KEY = 0x7461736B726F6C6C  # "taskroll": serialises schema creation
+_PAGE = 1000
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS taskroll_tasks (
+        pool text NOT NULL, id text NOT NULL,
+        def_text text, def_bytes bytea, def_encoding text NOT NULL,
+        filter jsonb NOT NULL,
+        status text NOT NULL, priority bigint NOT NULL DEFAULT 0,
+        res_text text, res_bytes bytea, res_encoding text,
+        created float8, started float8, finished float8,
+        worker text, lease_until float8, attempts integer NOT NULL DEFAULT 0,
+        error text, claimed_from text,
+        seq bigserial NOT NULL,
+        PRIMARY KEY (pool, id))""",
+    "CREATE INDEX IF NOT EXISTS taskroll_tasks_fetch "
+    "ON taskroll_tasks (pool, status, priority DESC, seq)",
+    "CREATE INDEX IF NOT EXISTS taskroll_tasks_order ON taskroll_tasks (pool, seq)",
+    "CREATE INDEX IF NOT EXISTS taskroll_tasks_lease ON taskroll_tasks (pool, lease_until) "
+    "WHERE status = 'running'",
+    "CREATE INDEX IF NOT EXISTS taskroll_tasks_filter "
+    "ON taskroll_tasks USING gin (filter jsonb_path_ops)",
+    "CREATE TABLE IF NOT EXISTS taskroll_pools (pool text PRIMARY KEY, created float8)",
+)
+_COLUMNS = (
+    "id", "def_text", "def_bytes", "def_encoding", "filter", "status", "priority", "res_text",
+    "res_bytes", "res_encoding", "created", "started", "finished", "worker", "lease_until",
+    "attempts", "error", "claimed_from",
+)
+_SELECT = ", ".join(_COLUMNS)
+_TEXT_COLUMNS = {"_id": "id", "status": "status", "worker": "worker", "error": "error",
+                 "claimed_from": "claimed_from"}
+_INTEGER_COLUMNS = {"priority", "attempts"}
+_TIME_COLUMNS = {"created", "started", "finished", "lease_until"}
+_SYMBOLS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+Fragment = tuple[str, list[Any]]
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"password=\S+", "password=***", url)
+    if parts.password is None:
+        return re.sub(r"password=[^&\s]+", "password=***", url)
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}"
+    query = re.sub(r"password=[^&]+", "password=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _decimal(value: Any) -> Decimal:
+    return Decimal(str(value))
+
+
+def _payload(value: Any) -> tuple[str | None, bytes | None]:
+    """Split a codec payload into its (text, bytes) columns."""
+    if value is None or isinstance(value, str):
+        return value, None
+    return None, bytes(value)
+
+
+def _nested(path: Sequence[str], value: Any) -> Any:
+    for part in reversed(path):
+        value = {part: value}
+    return value
+
+
+class _Translator:
+    """Turns conditions into one ``WHERE`` fragment (never NULL-valued) with its parameters."""
+
+    def __init__(self, jsonb: Callable[[Any], Any]) -> None:
+        self.jsonb = jsonb
+
+    def where(self, conditions: Sequence[Condition]) -> Fragment:
+        sql, params = [], []
+        for condition in conditions:
+            text, values = (
+                self._filter(condition) if condition.field == "filter" else self._column(condition)
+            )
+            sql.append(text)
+            params.extend(values)
+        return (" AND ".join(sql) if sql else "TRUE"), params
+
+    def _guards(self, path: Sequence[str]) -> Fragment:
+        parts = ["jsonb_typeof(filter #> %s) = 'object'" for _ in path[:-1]]
+        return " AND ".join(["TRUE", *parts]), [list(path[:index]) for index in range(1, len(path))]
+
+    def _filter(self, condition: Condition) -> Fragment:
+        operator, value, path = condition.operator, condition.value, list(condition.path)
+        if operator in ("$ne", "$nin"):
+            positive = Condition("filter", condition.path, {"$ne": "$eq", "$nin": "$in"}[operator],
+                                 value)
+            sql, params = self._filter(positive)
+            return f"NOT {sql}", params
+        guards, params = self._guards(path)
+        if operator == "$exists":
+            sql = f"coalesce({guards} AND filter #> %s IS NOT NULL, false)"
+            return (sql if value else f"NOT {sql}"), [*params, path]
+        if operator == "$eq":
+            sql = f"coalesce({guards} AND filter @> %s AND filter #> %s = %s, false)"
+            return sql, [*params, self.jsonb(_nested(path, value)), path, self.jsonb(value)]
+        if operator == "$in":
+            if not value:
+                return "FALSE", []
+            sql = f"coalesce({guards} AND filter #> %s = ANY(%s::jsonb[]), false)"
+            return sql, [*params, path, [self.jsonb(item) for item in value]]
+        symbol = _SYMBOLS[operator]
+        if _is_number(value):
+            sql = (f"coalesce({guards} AND CASE WHEN jsonb_typeof(filter #> %s) = 'number' "
+                   f"THEN (filter #> %s)::numeric END {symbol} %s::numeric, false)")
+            return sql, [*params, path, path, _decimal(value)]
+        if isinstance(value, str):
+            sql = (f"coalesce({guards} AND (CASE WHEN jsonb_typeof(filter #> %s) = 'string' "
+                   f"THEN filter #>> %s END) COLLATE \"C\" {symbol} %s, false)")
+            return sql, [*params, path, path, value]
+        return "FALSE", []
+
+    def _column(self, condition: Condition) -> Fragment:
+        field, operator, value = condition.field, condition.operator, condition.value
+        if operator in ("$ne", "$nin"):
+            positive = Condition(field, (), {"$ne": "$eq", "$nin": "$in"}[operator], value)
+            sql, params = self._column(positive)
+            return f"NOT {sql}", params
+        column = _TEXT_COLUMNS.get(field, field)
+        if operator == "$exists":
+            return f"{column} IS {'NOT ' if value else ''}NULL", []
+        accepts: Callable[[Any], bool]
+        convert: Callable[[Any], Any]
+        if field in _TEXT_COLUMNS:
+            accepts, convert, cast_to, target = _is_text, str, "text", f'{column} COLLATE "C"'
+        elif field in _INTEGER_COLUMNS:
+            accepts, convert, cast_to = _is_number, _decimal, "numeric"
+            target = f"{column}::numeric"
+        else:
+            accepts, convert, cast_to, target = _is_number, float, "float8", column
+        if operator == "$in":
+            items = [convert(item) for item in value if accepts(item)]
+            if not items:
+                return "FALSE", []
+            return f"coalesce({target} = ANY(%s::{cast_to}[]), false)", [items]
+        if not accepts(value):
+            return "FALSE", []
+        symbol = "=" if operator == "$eq" else _SYMBOLS[operator]
+        return f"coalesce({target} {symbol} %s::{cast_to}, false)", [convert(value)]
+
+
+def _to_record(row: Sequence[Any]) -> Record:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    record: Record = {field: values.get(field) for field in RECORD_FIELDS}
+    record["_id"] = values["id"]
+    for name in ("def", "res"):
+        binary = values[f"{name}_bytes"]
+        record[name] = bytes(binary) if binary is not None else values[f"{name}_text"]
+    return record
+
+
+class PostgresStore(TaskStore):
+    """Task store in a PostgreSQL database, shared by any number of worker machines."""
+
+    scheme = "postgresql"
+
+    def __init__(self, url: str, retry_seconds: float = 30.0, connect_timeout: int = 10,
+                 max_idle: int = 4) -> None:
+        """Connect and create the schema if needed.
+
+        Args:
+            url: ``postgresql://user:password@host:port/database`` (libpq URL or key=value).
+            retry_seconds: How long an operation keeps retrying while the server is
+                unreachable (e.g. restarting) before it fails.
+            connect_timeout: Seconds one connection attempt may take.
+            max_idle: Connections kept open for reuse between operations.
+
+        Raises:
+            MissingDependencyError: When psycopg is not installed.
+            StoreConnectionError: When the database cannot be reached within ``retry_seconds``.
+        """
+        self._psycopg: Any = require("psycopg", "postgres")
+        json_types: Any = require("psycopg.types.json", "postgres")
+        self._jsonb: Callable[[Any], Any] = json_types.Jsonb
+        self.url = url
+        self.safe_url = mask_url(url)
+        try:
+            self._password = urlsplit(url).password or ""
+        except ValueError:
+            self._password = ""
+        self.retry_seconds = retry_seconds
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self._lock = threading.Lock()
+        self._idle: list[Connection[Any]] = []
+        self._inherited: list[Connection[Any]] = []
+        self._pid = os.getpid()
+        self._closed = False
+        self._run(self._create_schema)
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """Open the store a ``postgresql://`` (or ``postgres://``) URL names."""
+        return cls(url)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.safe_url!r})"
+
+    # -- connections -----------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+        return re.sub(r"password=\S+", "password=***", text)
+
+    def _acquire(self) -> Connection[Any]:
+        """Take an idle connection of this process, or open one."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the task store {self.safe_url} is closed")
+            if self._pid != os.getpid():  # forked: never touch (or close) the parent's sockets
+                self._inherited, self._idle, self._pid = self._idle, [], os.getpid()
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.closed:
+                    return connection
+        return cast("Connection[Any]", self._psycopg.connect(
+            self.url, autocommit=True, connect_timeout=self.connect_timeout,
+            application_name="taskroll"))
+
+    def _release(self, connection: Connection[Any], healthy: bool) -> None:
+        """Keep a healthy, idle connection for reuse (up to ``max_idle``); close others."""
+        idle = self._psycopg.pq.TransactionStatus.IDLE
+        with self._lock:
+            if (healthy and not self._closed and self._pid == os.getpid()
+                    and len(self._idle) < self.max_idle and not connection.broken
+                    and connection.info.transaction_status == idle):
+                self._idle.append(connection)
+                return
+        with contextlib.suppress(self._psycopg.Error):
+            connection.close()
+
+    def _run(self, operation: Callable[[Connection[Any]], Result]) -> Result:
+        """Run ``operation`` on a pooled connection, reconnecting while the server is away."""
+        psycopg = self._psycopg
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            connection: Connection[Any] | None = None
+            healthy = False
+            try:
+                connection = self._acquire()
+                result = operation(connection)
+                healthy = True
+                return result
+            except psycopg.OperationalError as error:
+                lost = (connection is None or connection.closed or connection.broken
+                        or isinstance(error, (psycopg.errors.AdminShutdown,
+                                              psycopg.errors.CannotConnectNow)))
+                if not lost:
+                    raise StoreError(f"PostgreSQL task store {self.safe_url}: "
+                                     f"{self._scrub(str(error))}") from error
+                with self._lock:  # the other idle connections died with the server too
+                    stale, self._idle = self._idle, []
+                for item in stale:
+                    self._release(item, healthy=False)
+                now = time.monotonic()
+                deadline = now + self.retry_seconds if deadline is None else deadline
+                if now >= deadline:
+                    raise StoreConnectionError(
+                        f"cannot reach the PostgreSQL task store {self.safe_url} "
+                        f"(retried {self.retry_seconds:g} s): {self._scrub(str(error))}; "
+                        "check that the server is running and the URL is right"
+                    ) from error
+                time.sleep(min(delay, max(deadline - now, 0.0)))
+                delay = min(delay * 2, 1.0)
+            except psycopg.Error as error:
+                healthy = True  # a failed statement leaves an autocommit connection usable
+                raise StoreError(
+                    f"PostgreSQL task store {self.safe_url}: {self._scrub(str(error))}"
+                ) from error
+            finally:
+                if connection is not None:
+                    self._release(connection, healthy)
+
+    def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        def operation(connection: Connection[Any]) -> list[Any]:
+            cursor = connection.execute(sql, params)
+            return cursor.fetchall() if cursor.description is not None else []
+        return self._run(operation)
+
+    def _modify(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
+        return self._run(lambda connection: connection.execute(sql, params).rowcount)
+
+    @staticmethod
+    def _create_schema(connection: Connection[Any]) -> None:
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            for statement in _SCHEMA:
+                connection.execute(statement)
+
+    def _where(self, pool: str, conditions: Sequence[Condition]) -> Fragment:
+        sql, params = _Translator(self._jsonb).where(conditions)
+        return f"pool = %s AND {sql}", [pool, *params]
+
+    # -- pools ---------------------------------------------------------------------------
+    def list_pools(self) -> list[str]:
+        """Return the names of the pools in this database, sorted."""
+        rows = self._execute('SELECT pool FROM taskroll_pools ORDER BY pool COLLATE "C"')
+        return [row[0] for row in rows]
+
+    def drop_pool(self, pool: str) -> None:
+        """Delete a pool and all its tasks (no error if absent)."""
+        def operation(connection: Connection[Any]) -> None:
+            with connection.transaction():
+                connection.execute("DELETE FROM taskroll_tasks WHERE pool = %s", (pool,))
+                connection.execute("DELETE FROM taskroll_pools WHERE pool = %s", (pool,))
+        self._run(operation)
+
+    # -- writes --------------------------------------------------------------------------
+    def insert_many(self, pool: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Insert tasks whose ids are new (``ON CONFLICT DO NOTHING``); return those inserted.
+
+        Raises:
+            StoreError: When a record lacks ``_id``, ``def``, ``def_encoding`` or ``filter``.
+        """
+        for record in records:
+            if any(name not in record for name in ("_id", "def", "def_encoding", "filter")):
+                raise StoreError("task records need _id, def, def_encoding and filter")
+        order = sorted(range(len(records)), key=lambda index: str(records[index]["_id"]))
+        rows = [records[index] for index in order]
+        payloads = [_payload(record["def"]) for record in rows]
+
+        def operation(connection: Connection[Any]) -> set[str]:
+            with connection.transaction():
+                connection.execute(
+                    f"INSERT INTO taskroll_pools (pool, created) VALUES (%s, {CLOCK}) "
+                    "ON CONFLICT DO NOTHING", (pool,))
+                if not records:
+                    return set()
+                numbers = sorted(row[0] for row in connection.execute(
+                    "SELECT nextval(pg_get_serial_sequence('taskroll_tasks', 'seq')) "
+                    "FROM generate_series(1, %s)", (len(records),)).fetchall())
+                inserted = connection.execute(
+                    "INSERT INTO taskroll_tasks (pool, id, def_text, def_bytes, def_encoding, "
+                    "filter, status, priority, seq, created) "
+                    f"SELECT %s, r.id, r.def_text, r.def_bytes, r.def_encoding, r.filter, "
+                    f"r.status, r.priority, r.seq, {CLOCK} "
+                    "FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::jsonb[], "
+                    "%s::text[], %s::bigint[], %s::bigint[]) "
+                    "AS r(id, def_text, def_bytes, def_encoding, filter, status, priority, seq) "
+                    'ORDER BY r.id COLLATE "C", r.seq '
+                    "ON CONFLICT (pool, id) DO NOTHING RETURNING id",
+                    (pool, [str(record["_id"]) for record in rows],
+                     [text for text, _ in payloads], [binary for _, binary in payloads],
+                     [record["def_encoding"] for record in rows],
+                     [self._jsonb(record["filter"]) for record in rows],
+                     [record.get("status") or "waiting" for record in rows],
+                     [int(record.get("priority") or 0) for record in rows],
+                     [numbers[index] for index in order]),
+                ).fetchall()
+                return {row[0] for row in inserted}
+
+        inserted = self._run(operation)
+        result: list[str] = []
+        for record in records:
+            if record["_id"] in inserted:
+                inserted.discard(record["_id"])
+                result.append(record["_id"])
+        return result
+
+    def _assignments(self, fields: Mapping[str, Any]) -> Fragment:
+        unknown = set(fields) - WRITABLE_FIELDS
+        if unknown:
+            raise StoreError(f"cannot write task fields {sorted(unknown)}")
+        parts: list[str] = []
+        params: list[Any] = []
+        for name, value in fields.items():
+            if value is NOW:
+                if name not in _TIME_COLUMNS:
+                    raise StoreError(f"NOW can only stamp time fields, not {name!r}")
+                parts.append(f"{name} = {CLOCK}")
+            elif name in ("def", "res"):
+                parts.append(f"{name}_text = %s, {name}_bytes = %s")
+                params.extend(_payload(value))
+            elif name == "filter":
+                parts.append("filter = %s")
+                params.append(self._jsonb(value))
+            else:
+                parts.append(f"{name} = %s")
+                params.append(value)
+        return ", ".join(parts), params
+
+    def update(self, pool: str, task_id: str, fields: Mapping[str, Any],
+               expected_status: str | None = None, expected_worker: str | None = None) -> bool:
+        """Set fields of one task if it exists and the optional status/worker guards hold."""
+        where, params = "pool = %s AND id = %s", [pool, task_id]
+        if expected_status is not None:
+            where += " AND status = %s"
+            params.append(expected_status)
+        if expected_worker is not None:
+            where += " AND worker = %s"
+            params.append(expected_worker)
+        if not fields:
+            return bool(self._execute(f"SELECT 1 FROM taskroll_tasks WHERE {where}", params))
+        assignments, values = self._assignments(fields)
+        return self._modify(f"UPDATE taskroll_tasks SET {assignments} WHERE {where}",
+                            [*values, *params]) > 0
+
+    def update_many(self, pool: str, conditions: Sequence[Condition],
+                    fields: Mapping[str, Any]) -> int:
+        """Set fields on every matching task; return how many matched."""
+        where, params = self._where(pool, conditions)
+        if not fields:
+            return int(self._execute(f"SELECT count(*) FROM taskroll_tasks WHERE {where}",
+                                     params)[0][0])
+        assignments, values = self._assignments(fields)
+        return self._modify(f"UPDATE taskroll_tasks SET {assignments} WHERE {where}",
+                            [*values, *params])
+
+    def delete_many(self, pool: str, conditions: Sequence[Condition]) -> int:
+        """Delete every matching task; return how many were deleted."""
+        where, params = self._where(pool, conditions)
+        return self._modify(f"DELETE FROM taskroll_tasks WHERE {where}", params)
+
+    # -- claims --------------------------------------------------------------------------
+    def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
+              lease_seconds: float) -> Record | None:
+        """Claim the highest-priority, oldest matching task in one atomic statement."""
+        where, params = self._where(pool, conditions)
+        rows = self._execute(
+            f"UPDATE taskroll_tasks AS task SET status = 'running', worker = %s, "
+            f"started = {CLOCK}, lease_until = {CLOCK} + %s::float8, "
+            "attempts = task.attempts + 1, claimed_from = task.status "
+            "WHERE (task.pool, task.id) = (SELECT pool, id FROM taskroll_tasks "
+            f"WHERE {where} AND status = %s ORDER BY priority DESC, seq "
+            "LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {', '.join('task.' + name for name in _COLUMNS)}",
+            [worker, float(lease_seconds), *params, status],
+        )
+        return _to_record(rows[0]) if rows else None
+
+    def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease of a running task still owned by ``worker``."""
+        return self._modify(
+            f"UPDATE taskroll_tasks SET lease_until = {CLOCK} + %s::float8 "
+            "WHERE pool = %s AND id = %s AND status = 'running' AND worker = %s",
+            (float(lease_seconds), pool, task_id, worker),
+        ) > 0
+
+    def reap(self, pool: str, max_attempts: int) -> int:
+        """Return expired leases to their previous status, or fail them after max_attempts."""
+        return self._modify(
+            "UPDATE taskroll_tasks SET "
+            "status = CASE WHEN attempts >= %(max)s THEN 'failed' "
+            "ELSE coalesce(claimed_from, 'waiting') END, "
+            "error = 'lease expired: worker ' || coalesce(worker, '?') || "
+            "' stopped renewing it during attempt ' || attempts || ' of ' || %(max)s::text, "
+            f"finished = CASE WHEN attempts >= %(max)s THEN {CLOCK} ELSE finished END, "
+            "worker = NULL, lease_until = NULL "
+            f"WHERE pool = %(pool)s AND status = 'running' AND lease_until < {CLOCK}",
+            {"max": int(max_attempts), "pool": pool},
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+    def find(self, pool: str, conditions: Sequence[Condition],
+             limit: int | None = None) -> Iterator[Record]:
+        """Yield matching records oldest first, in pages (no long-running transaction)."""
+        where, params = self._where(pool, conditions)
+        last_seq, remaining = -1, limit
+        while remaining is None or remaining > 0:
+            page = _PAGE if remaining is None else min(_PAGE, remaining)
+            rows = self._execute(
+                f"SELECT seq, {_SELECT} FROM taskroll_tasks WHERE {where} AND seq > %s "
+                "ORDER BY seq LIMIT %s",
+                [*params, last_seq, page],
+            )
+            for row in rows:
+                yield _to_record(row[1:])
+            if len(rows) < page:
+                return
+            last_seq = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
+        """Count matching tasks per status with one ``GROUP BY``."""
+        where, params = self._where(pool, conditions)
+        rows = self._execute(
+            f"SELECT status, count(*) FROM taskroll_tasks WHERE {where} GROUP BY status", params)
+        return {status: int(count) for status, count in rows}
+
+    def now(self) -> float:
+        """Return the server's clock as UNIX seconds."""
+        return float(self._execute(f"SELECT {CLOCK}")[0][0])
+
+    # -- lifetime ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close this process's idle connections (busy ones close when they finish)."""
+        with self._lock:
+            self._closed = True
+            idle = self._idle if self._pid == os.getpid() else []
+            self._idle = []
+        for connection in idle:
+            with contextlib.suppress(self._psycopg.Error):
+                connection.close()

@@ -1,0 +1,97 @@
+"""MongoStore against a MongoDB wire-protocol server started by the tests (see conftest.py).
+
+By default the server is nx-27017 (an emulator on SQLite); set ``TASKROLL_TEST_MONGO_URL``
+to run the same tests against a real MongoDB.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import BackendChecks, record
+
+from taskroll.errors import StoreConnectionError, StoreError
+from taskroll.store import TaskStore, open_store, parse_query
+from taskroll.testing import TaskStoreContract
+
+pytestmark = pytest.mark.mongo
+pymongo = pytest.importorskip("pymongo")
+
+from taskroll.store.mongo import COUNTERS, MongoStore, _Query  # noqa: E402
+
+
+class TestMongoStore(BackendChecks):
+    """The shared store behaviour, on MongoDB."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def server(cls, mongo_server: Any) -> Any:
+        return mongo_server
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def database(cls, mongo_url: str) -> Iterator[str]:
+        name = f"taskroll_test_{uuid.uuid4().hex[:8]}"
+        yield name
+        client: Any = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+        client.drop_database(name)
+        client.close()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def make_store(cls, mongo_url: str, database: str) -> Callable[[], TaskStore]:
+        return lambda: MongoStore(mongo_url, database, retry_seconds=20)
+
+    def test_pools_are_collections(self, store: MongoStore, pool: str) -> None:
+        store.insert_many(pool, [record("a")])
+        names = store._database().list_collection_names()
+        assert pool in names and COUNTERS in names
+        assert COUNTERS not in store.list_pools()
+        document = store._database()[pool].find_one({"_id": "a"})
+        assert document["filter"] == {"name": "a"} and document["seq"] >= 1
+        with pytest.raises(StoreError):
+            store.insert_many("_taskroll_x", [record("a")])
+
+    def test_residual_conditions_fetch_in_order(self, store: MongoStore, pool: str) -> None:
+        store.insert_many(pool, [record("a", tags=["x"]), record("b", tags=["x"]),
+                                 record("c", tags="x")])
+        store.update(pool, "b", {"priority": 1})
+        conditions = parse_query({"filter.tags": ["x"]})
+        assert _Query(conditions).residual
+        claimed = [store.fetch(pool, conditions, "waiting", "w", 5) for _ in range(3)]
+        assert [task["_id"] if task else None for task in claimed] == ["b", "a", None]
+        assert store.count_by_status(pool, conditions) == {"running": 2}
+
+
+def test_translation_keeps_common_queries_on_the_server() -> None:
+    common = {"filter.model.class": {"$in": ["Linear", "LGBM"]}, "status": "waiting",
+              "filter.step": {"$gte": 20}, "_id": {"$nin": ["x"]}}
+    assert not _Query(parse_query(common)).residual
+    assert _Query(parse_query({"filter.x": None})).residual
+    assert _Query(parse_query({"filter.x": {"$exists": True}})).residual
+    listed = _Query(parse_query({"filter.a.b": [1, 2]}))
+    assert listed.residual and {"filter.a.b": {"$type": "array"}} in listed.parts
+
+
+def test_unreachable_server_error_is_masked() -> None:
+    url = "mongodb://alice:s3cret@127.0.0.1:9/?authSource=admin"
+    with pytest.raises(StoreConnectionError) as caught:
+        MongoStore(url, "db", retry_seconds=0.3, server_selection_timeout_ms=100)
+    assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_factory_opens_a_mongo_store(mongo_url: str) -> None:
+    with open_store(mongo_url, "taskroll_factory") as store:
+        assert isinstance(store, MongoStore) and store.db_name == "taskroll_factory"
+        assert repr(store) == f"MongoStore({mongo_url!r}, 'taskroll_factory')"
+
+
+class TestMongoContract(TaskStoreContract):
+    """The package's own contract suite (:mod:`taskroll.testing`) on this backend."""
+
+    @pytest.fixture
+    def store_url(self, mongo_url: str) -> str:
+        return mongo_url
