@@ -5,7 +5,8 @@ The store sees plain records; this codec turns Python values into a payload
 
 JSON (the default) is tagged so values survive the round trip: tuples,
 datetimes, dates, pandas Timestamps and numpy scalars are written as
-``{"__taskroll__": kind, "value": ...}``. Pickle is used only when the caller
+``{"__taskroll__": kind, "value": ...}``; a recorder is written as its reference
+(run id and tracking URI), so trained models can sit in a pool without pickle. Pickle is used only when the caller
 opted in (``allow_pickle=True``); decoding a pickled payload without that
 opt-in raises :class:`PickleNotAllowedError` instead of unpickling data from a
 shared database silently.
@@ -24,6 +25,13 @@ from taskroll.errors import PickleNotAllowedError, SerializationError
 JSON = "json"
 PICKLE = "pickle"
 _TAG = "__taskroll__"
+
+
+#: Types stored as a JSON reference instead of a pickle: tag -> (module, class). Only these
+#: classes are ever rebuilt from a pool, through their ``from_reference`` classmethod.
+_REFERENCE_TYPES: dict[str, tuple[str, str]] = {
+    "recorder": ("taskroll.train.recorder", "Recorder"),
+}
 
 
 class _NotJson(Exception):
@@ -55,6 +63,9 @@ def _tag(value: Any) -> Any:
         return {_TAG: "datetime", "value": value.isoformat()}
     if isinstance(value, dt.date):
         return {_TAG: "date", "value": value.isoformat()}
+    reference_tag = getattr(type(value), "__taskroll_reference__", None)
+    if reference_tag in _REFERENCE_TYPES:
+        return {_TAG: reference_tag, "value": _tag(value.to_reference())}
     if type(value).__module__ == "numpy" and hasattr(value, "item") and not getattr(value, "ndim", 0):
         return _tag(value.item())
     raise _NotJson(type(value).__name__)
@@ -81,6 +92,11 @@ def _untag(value: Any) -> Any:
         return pd.Timestamp(raw)
     if kind == "float":
         return float(raw)
+    if kind in _REFERENCE_TYPES:
+        import importlib
+
+        module_name, class_name = _REFERENCE_TYPES[kind]
+        return getattr(importlib.import_module(module_name), class_name).from_reference(_untag(raw))
     raise SerializationError(f"unknown tagged JSON kind {kind!r}")
 
 

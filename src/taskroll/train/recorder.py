@@ -369,6 +369,19 @@ class Recorder:
         client, run_id = self.client, self._id
         return call_mlflow(lambda: client.get_run(run_id), f"get run {run_id}")
 
+    #: Tag under which :mod:`taskroll.store.codec` stores a recorder as plain JSON, so a
+    #: task pool can hold trained recorders without pickle.
+    __taskroll_reference__ = "recorder"
+
+    def to_reference(self) -> dict[str, str]:
+        """Return the JSON-compatible reference (run id and tracking URI) of this recorder."""
+        return {"run_id": self._id, "tracking_uri": self.tracking_uri}
+
+    @classmethod
+    def from_reference(cls, reference: dict[str, str]) -> Recorder:
+        """Rebuild a recorder from :meth:`to_reference` output."""
+        return cls(reference["run_id"], reference.get("tracking_uri"))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Recorder) and other._id == self._id
 
