@@ -94,7 +94,7 @@ def test_bad_task_fails_the_run_with_a_clear_error(isolated_settings: Settings,
                                                    market_file: tuple[Path, Any]) -> None:
     task = qlib_style_task(market_file[0])
     task["model"]["class"] = "NoSuchModel"
-    with pytest.raises(TaskConfigError, match="task.model.*NoSuchModel"):
+    with pytest.raises(TaskConfigError, match=r"task\.model.*NoSuchModel"):
         task_train(task, experiment_name="broken")
     runs = R.list_recorders("broken", rtype="list")
     assert [run.status for run in runs] == ["FAILED"]
