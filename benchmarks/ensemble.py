@@ -16,6 +16,8 @@ Both references are checked to give the same answer. Run::
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,6 +98,8 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=300)
     parser.add_argument("--days", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the taskroll version")
+    parser.add_argument("--skip-training", action="store_true",
+                        help="leave out the 1 vs 2 training workers measurement")
     arguments = parser.parse_args()
 
     instruments = [f"SH{number:06d}" for number in range(arguments.instruments)]
@@ -135,6 +139,12 @@ def main() -> None:
     for name, seconds, rows, naive_seconds in table:
         print(f"{name:<42}{seconds:>10.3f}{rows / seconds:>14,.0f}"
               f"{naive_seconds / seconds:>9.1f}x")
+    if not arguments.skip_training:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import training_workers
+
+        print()
+        training_workers.print_rows(training_workers.measure())
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 import taskroll
 from taskroll import config
 from taskroll.errors import RecorderError
-from taskroll.train import recorder as recorder_module
+from taskroll.train import tracking as recorder_module
 from taskroll.train.experiment import ExperimentManager, RecorderFacade
 from taskroll.train.recorder import Experiment, R, Recorder, call_mlflow
 

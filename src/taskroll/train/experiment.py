@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from taskroll.config import get_settings
 from taskroll.errors import RecorderError
-from taskroll.train.recorder import (
-    Recorder,
+from taskroll.train.recorder import Recorder
+from taskroll.train.tracking import (
     call_mlflow,
     is_duplicate,
     is_missing,
