@@ -115,6 +115,19 @@ def _as_recorders(models: Recorder | Sequence[Recorder]) -> list[Recorder]:
     return [models] if isinstance(models, Recorder) else list(models)
 
 
+STATUS_KEY = "train_status"
+STATUS_BEGIN = "begin_task_train"
+STATUS_END = "end_task_train"
+
+
+def _mark_ended(models: Recorder | Sequence[Recorder]) -> list[Recorder]:
+    """Tag recorders ``train_status=end_task_train`` and return them as a list."""
+    recorders = _as_recorders(models)
+    for recorder in recorders:
+        recorder.set_tags(**{STATUS_KEY: STATUS_END})
+    return recorders
+
+
 class Trainer:
     """Base trainer: ``train`` turns tasks into models, ``end_train`` finishes them."""
 
@@ -154,9 +167,9 @@ class TrainerR(Trainer):
         default_rec_name: Run name given to every run.
     """
 
-    STATUS_KEY = "train_status"
-    STATUS_BEGIN = "begin_task_train"
-    STATUS_END = "end_task_train"
+    STATUS_KEY = STATUS_KEY
+    STATUS_BEGIN = STATUS_BEGIN
+    STATUS_END = STATUS_END
 
     def __init__(self, experiment_name: str | None = None, train_func: TrainFunction = task_train,
                  default_rec_name: str | None = None) -> None:
@@ -181,10 +194,7 @@ class TrainerR(Trainer):
 
     def end_train(self, models: Any, **kwargs: Any) -> list[Recorder]:
         """Tag the recorders as finished (``train_status=end_task_train``)."""
-        recorders = _as_recorders(models)
-        for recorder in recorders:
-            recorder.set_tags(**{self.STATUS_KEY: self.STATUS_END})
-        return recorders
+        return _mark_ended(models)
 
 
 class DelayTrainerR(TrainerR):
@@ -229,9 +239,9 @@ class TrainerRM(Trainer):
         task_manager_kwargs: Extra arguments of :class:`TaskManager` (``store``, ``lease_seconds``...).
     """
 
-    STATUS_KEY = "train_status"
-    STATUS_BEGIN = "begin_task_train"
-    STATUS_END = "end_task_train"
+    STATUS_KEY = STATUS_KEY
+    STATUS_BEGIN = STATUS_BEGIN
+    STATUS_END = STATUS_END
     TM_ID = "_id in TaskManager"
 
     def __init__(self, experiment_name: str | None = None, task_pool: str | None = None,
@@ -289,10 +299,7 @@ class TrainerRM(Trainer):
 
     def end_train(self, models: Any, **kwargs: Any) -> list[Recorder]:
         """Tag the recorders as finished."""
-        recorders = _as_recorders(models)
-        for recorder in recorders:
-            recorder.set_tags(**{self.STATUS_KEY: self.STATUS_END})
-        return recorders
+        return _mark_ended(models)
 
     def has_worker(self) -> bool:
         """A pool trainer always has a worker."""
@@ -344,9 +351,7 @@ class DelayTrainerRM(TrainerRM):
                          before_status=TaskManager.STATUS_PART_DONE,
                          experiment_name=experiment_name, **kwargs)
             manager.wait(query=query)
-        for recorder in recorders:
-            recorder.set_tags(**{self.STATUS_KEY: self.STATUS_END})
-        return recorders
+        return _mark_ended(recorders)
 
     def worker(self, end_train_func: Callable[..., Recorder] | None = None,
                experiment_name: str | None = None) -> None:
