@@ -1,0 +1,262 @@
+"""``taskroll online {routine,simulate} --config online.yaml``: online serving from a YAML file.
+
+``routine`` is meant to run once a trading day (cron): the state (which models
+are online) lives in the MLflow store as recorder tags, so each call trains the
+tasks that are due, switches models, updates predictions and appends the new
+signals to ``OUTPUT/signals.parquet``. The first call (no online model yet)
+trains the first rolling tasks. ``simulate`` replays the history day by day from
+``begin_time`` to ``--end-time`` and writes ``OUTPUT/signals.parquet``.
+
+Example ``online.yaml`` (relative paths are read from the config's folder)::
+
+    experiment: rolling_linear            # the strategy name and MLflow experiment
+    task_url: sqlite:///tasks.db          # optional, passed to taskroll.init
+    tracking_uri: sqlite:///mlruns.db     # optional, passed to taskroll.init
+    trainer: TrainerRM                    # TrainerR | TrainerRM | DelayTrainerR | DelayTrainerRM
+    task_pool: rolling_linear_pool        # optional, for the pool trainers
+    begin_time: 2019-08-01
+    rolling:
+      step: 20
+      rtype: expanding                    # or sliding
+      calendar: bars.parquet              # a file of dates / a bar panel, or e.g. XSHG
+    task_template:
+      model: {class: LinearModel, module_path: taskroll.models.linear}
+      dataset:
+        class: DatasetH
+        module_path: taskroll.data.dataset
+        kwargs:
+          handler:
+            class: Alpha158
+            module_path: taskroll.data.handler
+            kwargs:
+              start_time: 2018-01-01
+              end_time: 2019-07-31
+              fit_start_time: 2018-01-01
+              fit_end_time: 2019-03-29
+              windows: [5, 10]
+              data_loader: {class: FileLoader, kwargs: {path: bars.parquet}}
+          segments:
+            train: [2018-01-01, 2019-03-29]
+            valid: [2019-04-01, 2019-06-28]
+            test: [2019-07-01, null]
+      record:
+        - {class: SignalRecord, kwargs: {model: <MODEL>, dataset: <DATASET>}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+import taskroll
+from taskroll.errors import TaskrollError
+from taskroll.online.manager import OnlineManager
+from taskroll.online.strategy import RollingStrategy
+from taskroll.task.gen import RollingGen
+from taskroll.train.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
+
+SIGNALS_FILE = "signals.parquet"
+_TRAINERS = ("TrainerR", "TrainerRM", "DelayTrainerR", "DelayTrainerRM")
+
+
+class OnlineConfigError(TaskrollError, ValueError):
+    """The online YAML config is missing a key or holds a bad value."""
+
+
+def add_online_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``online`` command (sub-commands ``routine`` and ``simulate``).
+
+    Args:
+        subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        The ``online`` parser; its sub-command is stored in ``online_command``.
+    """
+    online = subparsers.add_parser("online", help="serve rolling models online or simulate it")
+    commands = online.add_subparsers(dest="online_command", required=True)
+    routine = commands.add_parser("routine", help="run one day's routine (e.g. from cron)")
+    simulate = commands.add_parser("simulate", help="replay history day by day")
+    for parser in (routine, simulate):
+        parser.add_argument("--config", required=True, type=Path, help="online YAML config")
+        parser.add_argument("--output", type=Path, default=Path("online_output"),
+                            help=f"folder of {SIGNALS_FILE} (default: online_output)")
+    routine.add_argument("--cur-time", default=None,
+                         help="the day of the routine (default: last calendar day to today)")
+    simulate.add_argument("--end-time", required=True, help="last day simulated")
+    return online  # type: ignore[no-any-return]
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    """A relative path that exists next to the config is made absolute."""
+    if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
+        return str(base / value)
+    return value
+
+
+def _resolve_paths(node: Any, base: Path) -> Any:
+    if isinstance(node, Mapping):
+        return {key: (_resolve(value, base) if key == "path" else _resolve_paths(value, base))
+                for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolve_paths(item, base) for item in node]
+    return node
+
+
+def _dates_to_text(node: Any) -> Any:
+    """YAML reads ``2019-01-01`` as a date; the rest of taskroll accepts ISO strings too."""
+    if isinstance(node, Mapping):
+        return {key: _dates_to_text(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_dates_to_text(item) for item in node]
+    if hasattr(node, "isoformat") and not isinstance(node, str):
+        return node.isoformat()
+    return node
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read and check an online YAML config; relative ``path``/calendar entries are resolved.
+
+    Raises:
+        OnlineConfigError: When the file cannot be read or a required key is missing.
+    """
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise OnlineConfigError(f"cannot read online config {str(path)!r}: {error}") from error
+    if not isinstance(loaded, Mapping):
+        raise OnlineConfigError(f"{path}: the config must be a mapping")
+    config: dict[str, Any] = _dates_to_text(dict(loaded))
+    for key in ("experiment", "task_template", "rolling"):
+        if key not in config:
+            raise OnlineConfigError(f"{path}: missing key {key!r}")
+    base = path.resolve().parent
+    config["task_template"] = _resolve_paths(config["task_template"], base)
+    rolling = config["rolling"]
+    if not isinstance(rolling, Mapping):
+        raise OnlineConfigError(f"{path}: rolling must be a mapping (step, rtype, calendar)")
+    config["rolling"] = {**rolling, "calendar": _resolve(rolling.get("calendar"), base)}
+    return config
+
+
+def _trainer(config: Mapping[str, Any]) -> Trainer:
+    spec = config.get("trainer", "TrainerR")
+    options: dict[str, Any] = dict(spec) if isinstance(spec, Mapping) else {"class": spec}
+    name = options.pop("class", "TrainerR")
+    if name not in _TRAINERS:
+        raise OnlineConfigError(f"trainer must be one of {sorted(_TRAINERS)}, got {name!r}")
+    experiment = str(config["experiment"])
+    pool = options.pop("task_pool", config.get("task_pool"))
+    if name == "TrainerRM":
+        return TrainerRM(experiment_name=experiment, task_pool=pool)
+    if name == "DelayTrainerRM":
+        return DelayTrainerRM(experiment_name=experiment, task_pool=pool)
+    if name == "DelayTrainerR":
+        return DelayTrainerR(experiment_name=experiment)
+    return TrainerR(experiment_name=experiment)
+
+
+def build_manager(config: Mapping[str, Any], begin_time: Any = None) -> OnlineManager:
+    """Build the :class:`OnlineManager` of a loaded config (calls :func:`taskroll.init`).
+
+    Raises:
+        OnlineConfigError: For an unknown trainer or rolling type.
+        TaskConfigError: For a bad rolling step.
+        CalendarError: When the calendar cannot be loaded.
+    """
+    taskroll.init(task_url=config.get("task_url"), tracking_uri=config.get("tracking_uri"))
+    rolling = config["rolling"]
+    rtype = rolling.get("rtype", "expanding")
+    types = {"expanding": RollingGen.ROLL_EX, "sliding": RollingGen.ROLL_SD}
+    if rtype not in types:
+        raise OnlineConfigError(f"rolling.rtype must be 'expanding' or 'sliding', got {rtype!r}")
+    generator = RollingGen(step=int(rolling.get("step", 40)), rtype=types[rtype],
+                           trunc_days=rolling.get("trunc_days"),
+                           calendar=rolling.get("calendar"))
+    strategy = RollingStrategy(str(config["experiment"]), config["task_template"], generator)
+    begin = begin_time if begin_time is not None else config.get("begin_time")
+    return OnlineManager(strategy, trainer=_trainer(config), begin_time=begin)
+
+
+def _summary(manager: OnlineManager, new: pd.DataFrame | None) -> str:
+    signals = manager.get_signals()
+    if signals is None or len(signals) == 0:
+        return "no signals"
+    dates = signals.index.get_level_values(0)
+    online = {strategy.name_id: len(strategy.tool.online_models())
+              for strategy in manager.strategies}
+    added = 0 if new is None else len(new)
+    return (f"signals: {len(signals)} rows, {dates.nunique()} days "
+            f"{pd.Timestamp(dates.min()).date()}..{pd.Timestamp(dates.max()).date()}; "
+            f"new rows: {added}; online models: {online}")
+
+
+def _routine(config: Mapping[str, Any], arguments: argparse.Namespace) -> None:
+    manager = build_manager(config)
+    day = manager.ta.align_time(
+        arguments.cur_time if arguments.cur_time is not None
+        else pd.Timestamp.now().normalize(), "end")
+    manager.cur_time = day
+    output: Path = arguments.output
+    signals_path = output / SIGNALS_FILE
+    if signals_path.exists():
+        manager.signals = pd.read_parquet(signals_path)
+    waiting = [strategy for strategy in manager.strategies if not strategy.tool.online_models()]
+    if waiting:
+        manager.first_train(waiting)
+    new = manager.routine(day)
+    signals = manager.get_signals()
+    if signals is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        signals.to_parquet(signals_path)
+    print(f"routine {day.date()}: {_summary(manager, new)}")
+
+
+def _simulate(config: Mapping[str, Any], arguments: argparse.Namespace) -> None:
+    manager = build_manager(config)
+    signals = manager.simulate(arguments.end_time)
+    output: Path = arguments.output
+    output.mkdir(parents=True, exist_ok=True)
+    if signals is not None:
+        signals.to_parquet(output / SIGNALS_FILE)
+    served = {recorder_id for day in manager.history.values() for ids in day.values()
+              for recorder_id in ids}
+    print(f"simulate {manager.begin_time.date()}..{pd.Timestamp(arguments.end_time).date()}: "
+          f"{_summary(manager, signals)}; {len(manager.history)} routines, {len(served)} "
+          f"models served; written to {output / SIGNALS_FILE}")
+
+
+def run_online(arguments: argparse.Namespace) -> int:
+    """Run ``online routine`` or ``online simulate`` from parsed arguments.
+
+    Returns:
+        0 on success, 2 for a bad config or a taskroll error (printed to stderr).
+    """
+    try:
+        config = load_config(arguments.config)
+        if arguments.online_command == "routine":
+            _routine(config, arguments)
+        elif arguments.online_command == "simulate":
+            _simulate(config, arguments)
+        else:
+            raise OnlineConfigError(f"unknown online command {arguments.online_command!r}")
+    except (TaskrollError, ValueError) as error:
+        print(f"taskroll online: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m taskroll.online.cli online ...``."""
+    parser = argparse.ArgumentParser(prog="taskroll")
+    add_online_parser(parser.add_subparsers(dest="command", required=True))
+    return run_online(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

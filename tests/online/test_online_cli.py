@@ -1,0 +1,93 @@
+"""``taskroll online simulate`` / ``routine`` on a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from taskroll.config import Settings
+from taskroll.online.cli import add_online_parser, main, run_online
+
+
+def _write_config(tmp_path: Path, template: dict[str, Any], trainer: str) -> Path:
+    template = json.loads(json.dumps(template))  # tuples to lists for YAML
+    template["dataset"]["kwargs"]["handler"]["kwargs"]["data_loader"]["kwargs"]["path"] = (
+        "bars.parquet")  # relative to the config's folder
+    config = {
+        "experiment": "cli_online",
+        "task_url": f"sqlite:///{tmp_path / 'tasks.db'}",
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlruns.db'}",
+        "trainer": trainer,
+        "task_pool": "cli_pool",
+        "begin_time": "2019-08-01",
+        "rolling": {"step": 20, "rtype": "expanding", "calendar": "bars.parquet"},
+        "task_template": template,
+    }
+    path = tmp_path / "online.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_parser_and_simulate_then_routine(isolated_settings: Settings, tmp_path: Path,
+                                          online_market: tuple[Path, pd.DatetimeIndex],
+                                          online_template: Callable[[], dict[str, Any]],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    market_path, calendar = online_market
+    (tmp_path / "bars.parquet").write_bytes(market_path.read_bytes())
+    config = _write_config(tmp_path, online_template(), "DelayTrainerRM")
+    parser = argparse.ArgumentParser(prog="taskroll")
+    add_online_parser(parser.add_subparsers(dest="command"))
+    output = tmp_path / "out"
+    arguments = parser.parse_args(["online", "simulate", "--config", str(config),
+                                   "--end-time", "2019-08-30", "--output", str(output)])
+    assert arguments.online_command == "simulate"
+    assert run_online(arguments) == 0
+    assert "signals:" in capsys.readouterr().out
+    signals = pd.read_parquet(output / "signals.parquet")
+    days = signals.index.get_level_values("datetime").unique()
+    expected = calendar[(calendar >= pd.Timestamp("2019-08-01"))
+                        & (calendar <= pd.Timestamp("2019-08-30"))]
+    assert set(expected) <= set(days) and days.max() == expected[-1]
+
+    # the next day's routine finds the online models in the MLflow store and appends
+    next_day = calendar[calendar.get_loc(expected[-1]) + 1]
+    assert main(["online", "routine", "--config", str(config), "--cur-time", str(next_day.date()),
+                 "--output", str(output)]) == 0
+    assert f"routine {next_day.date()}" in capsys.readouterr().out
+    extended = pd.read_parquet(output / "signals.parquet")
+    pd.testing.assert_frame_equal(extended.loc[signals.index], signals)
+    assert extended.index.get_level_values("datetime").max() == next_day
+
+
+def test_bad_config_returns_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("experiment: x\n")
+    assert main(["online", "simulate", "--config", str(path), "--end-time", "2019-01-01"]) == 2
+    assert "missing key 'task_template'" in capsys.readouterr().err
+
+
+def test_routine_first_call_in_a_subprocess(tmp_path: Path,
+                                            online_market: tuple[Path, pd.DatetimeIndex],
+                                            online_template: Callable[[], dict[str, Any]]
+                                            ) -> None:
+    (tmp_path / "bars.parquet").write_bytes(online_market[0].read_bytes())
+    config = _write_config(tmp_path, online_template(), "TrainerR")
+    code = ("import sys; from taskroll.online.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run(
+        [sys.executable, "-c", code, "online", "routine", "--config", str(config),
+         "--cur-time", "2019-08-01", "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "routine 2019-08-01" in result.stdout
+    signals = pd.read_parquet(tmp_path / "out" / "signals.parquet")
+    assert signals.index.get_level_values("datetime").max() == pd.Timestamp("2019-08-01")
