@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from taskroll.manage import TaskManager, run_task
-from taskroll.store import open_store
 
 CONTEXT = multiprocessing.get_context("spawn")
 
@@ -104,10 +103,10 @@ def store_urls(names: list[str], workdir: Path) -> Iterator[dict[str, str]]:
                     urls[name] = os.environ[variable]
                     continue
                 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "store"))
-                import servers  # the loopback test servers
+                import servers  # the loopback test servers (tests/store/servers.py)
 
-                starter = servers.postgres_server if name == "postgres" else servers.mongo_server
-                urls[name] = stack.enter_context(starter(workdir / name)).url
+                server = servers.PostgresServer() if name == "postgres" else servers.MongoServer()
+                urls[name] = stack.enter_context(server).url
             else:
                 raise SystemExit(f"unknown store {name!r}")
         yield urls

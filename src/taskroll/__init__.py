@@ -47,7 +47,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("Collector", "MergeCollector", "RecorderCollector", "Group", "RollingGroup",
                      "Ensemble", "SingleKeyEnsemble", "RollingEnsemble", "AverageEnsemble"),
                     "taskroll.collect"),
-    **dict.fromkeys(("OnlineManager", "OnlineStrategy", "RollingStrategy", "OnlineToolR"),
+    **dict.fromkeys(("OnlineManager", "OnlineStrategy", "RollingStrategy", "OnlineTool",
+                     "OnlineToolR"),
                     "taskroll.online"),
 }
 

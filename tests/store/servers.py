@@ -3,10 +3,13 @@
 PostgreSQL
     Debian's server binaries (``/usr/lib/postgresql/<version>/bin``, installed by
     ``scripts/install-test-servers.sh``). :class:`PostgresServer` runs ``initdb`` into a
-    private temporary folder (``-A trust -U postgres``; as root the server runs as the
-    unprivileged ``postgres`` or ``nobody`` user through ``runuser``, since ``initdb``
-    refuses root), starts it on ``127.0.0.1`` on a free port with its socket in the same
-    folder and ``fsync=off``, and creates one database.
+    private temporary folder (``-A trust -U postgres``), starts it on ``127.0.0.1`` on a
+    free port with its socket in the same folder and ``fsync=off``, and creates one
+    database. ``initdb`` and ``postgres`` refuse to run as root, so when the tests run as
+    root (as in CI) the server runs as the unprivileged ``postgres`` account (created by
+    the Debian package, or by the install script) or else ``nobody``: the temporary folder
+    is made in a place that account can reach and is handed to it; the server needs
+    nothing else of ours (not the checkout, not ``.venv``).
 
 MongoDB
     No ``mongod`` can be installed here: Debian ships none, and the PyPI/npm helpers that
@@ -107,6 +110,25 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def _traversable(folder: Path, account: pwd.struct_passwd) -> bool:
+    """Whether ``account`` may search (``x``) ``folder`` and every folder above it."""
+    groups = {account.pw_gid}
+    for path in [folder.resolve(), *folder.resolve().parents]:
+        try:
+            status = path.stat()
+        except OSError:
+            return False
+        if status.st_uid == account.pw_uid:
+            allowed = status.st_mode & 0o100
+        elif status.st_gid in groups:
+            allowed = status.st_mode & 0o010
+        else:
+            allowed = status.st_mode & 0o001
+        if not allowed:
+            return False
+    return True
+
+
 def postgres_bin_dir() -> Path | None:
     """Return the newest ``/usr/lib/postgresql/<version>/bin`` holding ``initdb``, if any."""
     candidates = glob.glob("/usr/lib/postgresql/*/bin/initdb")
@@ -151,32 +173,45 @@ class PostgresServer:
         self.bin_dir = bin_dir
         self.database = database
         self.port = free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="taskroll-pg-"))
+        self._account = self._server_account()
+        self.folder = Path(tempfile.mkdtemp(prefix="taskroll-pg-", dir=self._base_dir()))
         self.data_dir = self.folder / "data"
         self.log = self.folder / "postgres.log"
-        self._user = self._server_user()
         self._initialised = False
-        if self._user is not None:
-            account = pwd.getpwnam(self._user)
-            os.chown(self.folder, account.pw_uid, account.pw_gid)
+        if self._account is not None:
+            os.chown(self.folder, self._account.pw_uid, self._account.pw_gid)
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     @staticmethod
-    def _server_user() -> str | None:
+    def _server_account() -> pwd.struct_passwd | None:
+        """The unprivileged account the server runs as when we are root, else ``None``."""
         if os.geteuid() != 0:
             return None
         for name in ("postgres", "nobody"):
             with contextlib.suppress(KeyError):
-                pwd.getpwnam(name)
-                return name
-        raise ServerUnavailable("running as root and no 'postgres' or 'nobody' user exists")
+                return pwd.getpwnam(name)
+        raise ServerUnavailable("running as root and no 'postgres' or 'nobody' account exists; "
+                                f"{INSTALL_HINT}")
+
+    def _base_dir(self) -> str | None:
+        """Where to make the cluster folder: the temp dir, if the server account can reach it."""
+        if self._account is None:
+            return None
+        for candidate in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
+            if _traversable(Path(candidate), self._account):
+                return candidate
+        raise ServerUnavailable(f"no temporary folder that user {self._account.pw_name!r} can "
+                                "reach; set TMPDIR to a world-searchable folder")
 
     def _run(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = list(arguments)
-        if self._user is not None:
-            command = ["runuser", "-u", self._user, "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, check=False,
-                                cwd=self.folder, timeout=120)
+        switch: dict[str, object] = {}
+        if self._account is not None:  # drop root for initdb / pg_ctl / postgres
+            switch = {"user": self._account.pw_uid, "group": self._account.pw_gid,
+                      "extra_groups": [],
+                      "env": {**os.environ, "HOME": str(self.folder),
+                              "USER": self._account.pw_name, "LOGNAME": self._account.pw_name}}
+        result = subprocess.run(list(arguments), capture_output=True, text=True, check=False,
+                                cwd=self.folder, timeout=120, **switch)  # type: ignore[call-overload]
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(arguments[:2])} failed ({result.returncode}): "

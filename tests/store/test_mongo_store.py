@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import BackendChecks, record
 
+from conftest import BackendChecks, record
 from taskroll.errors import StoreConnectionError, StoreError
 from taskroll.store import TaskStore, open_store, parse_query
 from taskroll.testing import TaskStoreContract
@@ -20,7 +20,8 @@ from taskroll.testing import TaskStoreContract
 pytestmark = pytest.mark.mongo
 pymongo = pytest.importorskip("pymongo")
 
-from taskroll.store.mongo import COUNTERS, MongoStore, _Query  # noqa: E402
+from taskroll.store.mongo import COUNTERS, MongoStore  # noqa: E402
+from taskroll.store.mongo_query import MongoQuery  # noqa: E402
 
 
 class TestMongoStore(BackendChecks):
@@ -60,7 +61,7 @@ class TestMongoStore(BackendChecks):
                                  record("c", tags="x")])
         store.update(pool, "b", {"priority": 1})
         conditions = parse_query({"filter.tags": ["x"]})
-        assert _Query(conditions).residual
+        assert MongoQuery(conditions).residual
         claimed = [store.fetch(pool, conditions, "waiting", "w", 5) for _ in range(3)]
         assert [task["_id"] if task else None for task in claimed] == ["b", "a", None]
         assert store.count_by_status(pool, conditions) == {"running": 2}
@@ -69,10 +70,10 @@ class TestMongoStore(BackendChecks):
 def test_translation_keeps_common_queries_on_the_server() -> None:
     common = {"filter.model.class": {"$in": ["Linear", "LGBM"]}, "status": "waiting",
               "filter.step": {"$gte": 20}, "_id": {"$nin": ["x"]}}
-    assert not _Query(parse_query(common)).residual
-    assert _Query(parse_query({"filter.x": None})).residual
-    assert _Query(parse_query({"filter.x": {"$exists": True}})).residual
-    listed = _Query(parse_query({"filter.a.b": [1, 2]}))
+    assert not MongoQuery(parse_query(common)).residual
+    assert MongoQuery(parse_query({"filter.x": None})).residual
+    assert MongoQuery(parse_query({"filter.x": {"$exists": True}})).residual
+    listed = MongoQuery(parse_query({"filter.a.b": [1, 2]}))
     assert listed.residual and {"filter.a.b": {"$type": "array"}} in listed.parts
 
 

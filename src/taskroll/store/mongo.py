@@ -6,7 +6,8 @@ Schema, in database ``db_name`` (Qlib's ``task_db_name``)::
         {_id: task id (str, so the primary key makes ids unique), def, def_encoding,
          filter: {...subdocument...}, status, priority, res, res_encoding,
          created, started, finished, lease_until: float UNIX seconds (server clock),
-         worker, attempts, error, claimed_from, seq: int}
+         worker, attempts, error, claimed_from, seq: int,
+         claim: token of the fetch call that claimed it (internal)}
         index (status, priority -1, seq)     fetch order
         index (seq)                          find order and paging
         index (status, lease_until)          reap
@@ -21,19 +22,18 @@ before the write that needs them: update pipelines with ``$$NOW`` would do it in
 round trip, but the nx-27017 test server lacks them, and a real MongoDB gives the same
 clock either way.
 
-A fetch is one ``find_one_and_update`` (sorted by priority, then seq). :meth:`reap`
-updates each expired task with ``update_one`` guarded by the values it read (status,
-lease, worker, attempts), so a heartbeat or fetch racing with it wins and nothing is
-lost.
+A fetch is one ``find_one_and_update`` (sorted by priority, then seq), tagged with a
+fresh ``claim`` token: when the reply is lost (server restarted after applying it; a
+standalone server has no retryable writes), the retry first finds the task by its
+token instead of claiming a second one and leaving the first orphaned until its lease
+runs out. :meth:`reap` updates each expired task with ``update_one`` guarded by the
+values it read (status, lease, worker, attempts), so a heartbeat or fetch racing with
+it wins and nothing is lost.
 
-Queries become MongoDB filters with the semantics of
-:func:`taskroll.store.query.matches` and JSON typing (``true`` is not ``1``): each
-``filter`` path prefix must be an object and not an array (MongoDB would otherwise look
-inside arrays), operands carry a ``$type``, negations are ``$nor``. Conditions MongoDB
-servers disagree on (operands that are ``null``, lists or documents, ``$exists`` on a
-``filter`` path, keys with quotes or ``$``) are "residual": the server narrows the
-candidates and Python decides; operations with residual conditions act on the ids
-found (each write still guarded in the database).
+Queries become MongoDB filters in :mod:`taskroll.store.mongo_query` with the semantics
+of :func:`taskroll.store.query.matches`. Conditions the server cannot decide exactly
+are "residual" and checked in Python; operations with residual conditions act on the
+ids found (each write still guarded in the database).
 
 Connections: one ``MongoClient`` per process (pooled, thread-safe). Network errors
 (``AutoReconnect``: server restarted, failover) are retried with backoff for up to
@@ -43,155 +43,25 @@ Connections: one ``MongoClient`` per process (pooled, thread-safe). Network erro
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from taskroll.errors import StoreConnectionError, StoreError, require
 from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
-from taskroll.store.postgres import mask_url
-from taskroll.store.query import Condition, matches
+from taskroll.store.mongo_query import Filter, MongoQuery
+from taskroll.store.query import Condition
+from taskroll.store.urls import mask_url
 
 Result = TypeVar("Result")
-Filter = dict[str, Any]
 
 COUNTERS = "_taskroll_counters"
 _INTERNAL_PREFIXES = ("_taskroll", "system.")
 _PAGE = 1000
-_TEXT_FIELDS = frozenset({"_id", "status", "worker", "error", "claimed_from"})
 _TIME_FIELDS = frozenset({"created", "started", "finished", "lease_until"})
-_NEVER: Filter = {"_id": {"$in": []}}
-_KINDS = ((bool, "bool"), (str, "string"), (int, "number"), (float, "number"))
-
-
-class _Strict:
-    """A bool equal only to bools, so Python checks keep JSON typing (``true != 1``)."""
-
-    def __init__(self, value: bool) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Strict) and other.value == self.value
-
-    def __hash__(self) -> int:
-        return hash((_Strict, self.value))
-
-
-def _strict(value: Any) -> Any:
-    if isinstance(value, bool):
-        return _Strict(value)
-    if isinstance(value, dict):
-        return {key: _strict(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_strict(item) for item in value]
-    return value
-
-
-def _kind(value: Any) -> str | None:
-    """The ``$type`` alias of a scalar operand, or ``None`` for null, lists and documents."""
-    for python_type, alias in _KINDS:
-        if isinstance(value, python_type):
-            return alias
-    return None
-
-
-def _accepts(field: str, value: Any) -> bool:
-    if field in _TEXT_FIELDS:
-        return isinstance(value, str)
-    return _kind(value) == "number"
-
-
-def _all(parts: Sequence[Filter]) -> Filter:
-    return parts[0] if len(parts) == 1 else {"$and": list(parts)} if parts else {}
-
-
-class _Query:
-    """A condition list split into a server filter and residual conditions checked in Python."""
-
-    def __init__(self, conditions: Sequence[Condition]) -> None:
-        self.parts: list[Filter] = []
-        self.residual: list[Condition] = []
-        for condition in conditions:
-            if condition.field == "filter":
-                parts, exact = self._filter(condition)
-            else:
-                parts, exact = self._field(condition), True
-            self.parts.extend(parts)
-            if not exact:
-                self.residual.append(condition)
-
-    def filter(self, *extra: Filter) -> Filter:
-        return _all([*self.parts, *extra])
-
-    def keeps(self, record: Mapping[str, Any]) -> bool:
-        """Whether a record the server selected also passes the residual conditions."""
-        if not self.residual:
-            return True
-        typed = [Condition(item.field, item.path, item.operator,
-                           item.value if item.operator == "$exists" else _strict(item.value))
-                 for item in self.residual]
-        return matches(_strict(dict(record)), typed)
-
-    @staticmethod
-    def _negate(parts: list[Filter]) -> list[Filter]:
-        return [] if parts == [_NEVER] else [{"$nor": [_all(parts)]}]
-
-    def _filter(self, condition: Condition) -> tuple[list[Filter], bool]:
-        """Translate a ``filter`` path test: (server parts, exact?). Inexact parts narrow only."""
-        operator, value, path = condition.operator, condition.value, condition.path
-        if operator in ("$ne", "$nin"):
-            positive = Condition("filter", path, {"$ne": "$eq", "$nin": "$in"}[operator], value)
-            parts, exact = self._filter(positive)
-            return (self._negate(parts), True) if exact else ([], False)
-        if any(part.startswith("$") or re.search(r"['\"\\]", part) for part in path):
-            return [], False
-        name = "filter." + ".".join(path)
-        guards: list[Filter] = []
-        for index in range(1, len(path)):
-            prefix = "filter." + ".".join(path[:index])
-            guards += [{prefix: {"$type": "object"}}, {"$nor": [{prefix: {"$type": "array"}}]}]
-        scalar = {"$nor": [{name: {"$type": "array"}}]}
-        if operator == "$exists":
-            return (guards if value else []), False
-        if operator == "$eq":
-            kind = _kind(value)
-            if kind is not None:
-                return [*guards, scalar, {name: {"$eq": value, "$type": kind}}], True
-            if value is None:
-                return guards, False
-            return [*guards, {name: {"$type": "array" if isinstance(value, list) else "object"}}], \
-                False
-        if operator == "$in":
-            if not value:
-                return [_NEVER], True
-            kinds = [_kind(item) for item in value]
-            if None in kinds:
-                return guards, False
-            groups = [{name: {"$in": [item for item, item_kind in zip(value, kinds, strict=True)
-                                      if item_kind == kind], "$type": kind}}
-                      for kind in sorted(set(kinds), key=str)]
-            return [*guards, scalar, groups[0] if len(groups) == 1 else {"$or": groups}], True
-        kind = _kind(value)
-        if kind not in ("number", "string"):
-            return [_NEVER], True
-        return [*guards, scalar, {name: {operator: value, "$type": kind}}], True
-
-    def _field(self, condition: Condition) -> list[Filter]:
-        """Translate a test on a task field (always exact: task fields are typed scalars)."""
-        field, operator, value = condition.field, condition.operator, condition.value
-        if operator == "$exists":
-            return [{field: {"$ne": None}} if value else {field: None}]
-        if operator in ("$in", "$nin"):  # task fields are scalars: no array or type guards
-            items = [item for item in value if _accepts(field, item)]
-            if not items:
-                return [_NEVER] if operator == "$in" else []
-            return [{field: {operator: items}}]
-        if not _accepts(field, value):
-            return [] if operator == "$ne" else [_NEVER]
-        return [{field: {operator: value}}]
 
 
 def _to_record(document: Mapping[str, Any]) -> Record:
@@ -314,7 +184,7 @@ class MongoStore(TaskStore):
             self._ready_pools.add(pool)
         return collection
 
-    def _matching_ids(self, pool: str, query: _Query, *extra: Filter) -> list[str]:
+    def _matching_ids(self, pool: str, query: MongoQuery, *extra: Filter) -> list[str]:
         return [record["_id"] for record in self._find(pool, query, None, *extra)]
 
     # -- pools ---------------------------------------------------------------------------
@@ -425,7 +295,7 @@ class MongoStore(TaskStore):
     def update_many(self, pool: str, conditions: Sequence[Condition],
                     fields: Mapping[str, Any]) -> int:
         """Set fields on every matching task; return how many matched."""
-        query = _Query(conditions)
+        query = MongoQuery(conditions)
         if not fields:
             return sum(self.count_by_status(pool, conditions).values())
         if not query.residual:
@@ -441,7 +311,7 @@ class MongoStore(TaskStore):
 
     def delete_many(self, pool: str, conditions: Sequence[Condition]) -> int:
         """Delete every matching task; return how many were deleted."""
-        query = _Query(conditions)
+        query = MongoQuery(conditions)
         if not query.residual:
             return int(self._run(
                 lambda: self._collection(pool).delete_many(query.filter()).deleted_count))
@@ -456,24 +326,37 @@ class MongoStore(TaskStore):
     def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
               lease_seconds: float) -> Record | None:
         """Claim the highest-priority, oldest matching task with one ``find_one_and_update``."""
-        query = _Query(conditions)
+        query = MongoQuery(conditions)
         sort = [("priority", -1), ("seq", 1)]
 
-        def claim(selector: Filter) -> Record | None:
-            now = self._clock()
-            document = self._collection(pool).find_one_and_update(
-                selector,
-                {"$set": {"status": "running", "worker": worker, "started": now,
-                          "lease_until": now + float(lease_seconds), "claimed_from": status},
-                 "$inc": {"attempts": 1}},
-                sort=sort, return_document=self._pymongo.ReturnDocument.AFTER)
-            return None if document is None else _to_record(document)
+        def claimer(selector: Filter) -> Callable[[], Record | None]:
+            """One claim, safe to retry: it is tagged, and a retry first looks for its tag."""
+            token, sent = uuid.uuid4().hex, False
+
+            def claim() -> Record | None:
+                nonlocal sent
+                collection = self._collection(pool)
+                if sent:  # the reply to an earlier try may be what the network lost
+                    document = collection.find_one(
+                        {"status": "running", "worker": worker, "claim": token})
+                    if document is not None:
+                        return _to_record(document)
+                sent = True
+                now = self._clock()
+                document = collection.find_one_and_update(
+                    selector,
+                    {"$set": {"status": "running", "worker": worker, "started": now,
+                              "lease_until": now + float(lease_seconds),
+                              "claimed_from": status, "claim": token},
+                     "$inc": {"attempts": 1}},
+                    sort=sort, return_document=self._pymongo.ReturnDocument.AFTER)
+                return None if document is None else _to_record(document)
+            return claim
 
         if not query.residual:
-            return self._run(lambda: claim(query.filter({"status": status})))
+            return self._run(claimer(query.filter({"status": status})))
         for record in self._find(pool, query, None, {"status": status}, sort=sort):
-            selector = query.filter({"_id": record["_id"], "status": status})
-            claimed = self._run(claim, selector)
+            claimed = self._run(claimer(query.filter({"_id": record["_id"], "status": status})))
             if claimed is not None:
                 return claimed
         return None
@@ -516,7 +399,7 @@ class MongoStore(TaskStore):
         return self._run(operation)
 
     # -- reads ---------------------------------------------------------------------------
-    def _find(self, pool: str, query: _Query, limit: int | None, *extra: Filter,
+    def _find(self, pool: str, query: MongoQuery, limit: int | None, *extra: Filter,
               sort: list[tuple[str, int]] | None = None) -> Iterator[Record]:
         """Yield records the server filter and residual both keep, in pages by ``seq``."""
         collection = self._collection(pool)
@@ -545,11 +428,11 @@ class MongoStore(TaskStore):
     def find(self, pool: str, conditions: Sequence[Condition],
              limit: int | None = None) -> Iterator[Record]:
         """Yield matching records oldest first."""
-        return self._find(pool, _Query(conditions), limit)
+        return self._find(pool, MongoQuery(conditions), limit)
 
     def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
         """Count matching tasks per status with a ``$group`` aggregation."""
-        query = _Query(conditions)
+        query = MongoQuery(conditions)
         if query.residual:
             counts: dict[str, int] = {}
             for record in self._find(pool, query, None):

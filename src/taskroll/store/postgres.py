@@ -12,6 +12,7 @@ Schema (created on first use, under an advisory lock so concurrent openers do no
         created float8, started float8, finished float8,   -- UNIX seconds, database clock
         worker text, lease_until float8, attempts integer NOT NULL DEFAULT 0,
         error text, claimed_from text,
+        claim text,                                   -- token of the fetch that claimed it
         seq bigserial NOT NULL)                       -- insertion order ("oldest first")
     CREATE INDEX taskroll_tasks_fetch ON taskroll_tasks (pool, status, priority DESC, seq)
     CREATE INDEX taskroll_tasks_order ON taskroll_tasks (pool, seq)          -- find, paging
@@ -22,16 +23,14 @@ Schema (created on first use, under an advisory lock so concurrent openers do no
 
 Times are ``extract(epoch from statement_timestamp())``: the server's clock, fixed
 within one statement. A fetch is one ``UPDATE ... WHERE (pool, id) = (SELECT ... ORDER
-BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ...``. Inserts take
+BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ...``, tagged with a
+fresh ``claim`` token so that a retry after a lost reply finds the task it claimed
+rather than orphaning it until its lease runs out. Inserts take
 their ``seq`` numbers first (input order) and then insert rows sorted by id with
 ``ON CONFLICT DO NOTHING`` (one lock order, so concurrent creators cannot deadlock).
 
-Queries are translated to SQL with the semantics of :func:`taskroll.store.query.matches`,
-JSON types kept apart as in the SQLite store and MongoDB (``true`` is not ``1``):
-a ``filter`` path is present only when every prefix is an object; ``$ne``/``$nin`` are
-the negations of ``$eq``/``$in``; order tests compare numbers with numbers and strings
-with strings (code-point order, ``COLLATE "C"``), anything else is false. Equality also
-adds ``filter @> {...}`` so the GIN index can serve it.
+Queries are translated to SQL by :mod:`taskroll.store.postgres_query` with the semantics
+of :func:`taskroll.store.query.matches` (JSON types kept apart: ``true`` is not ``1``).
 
 Connections: a small pool per process (threads such as a worker's heartbeat borrow one
 per operation), autocommit. When the server goes away (restart, failover) broken
@@ -46,14 +45,16 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from taskroll.errors import StoreConnectionError, StoreError, require
 from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
+from taskroll.store.postgres_query import Fragment, Translator
 from taskroll.store.query import Condition
+from taskroll.store.urls import mask_url
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -73,9 +74,13 @@ _SCHEMA = (
         res_text text, res_bytes bytea, res_encoding text,
         created float8, started float8, finished float8,
         worker text, lease_until float8, attempts integer NOT NULL DEFAULT 0,
-        error text, claimed_from text,
+        error text, claimed_from text, claim text,
         seq bigserial NOT NULL,
         PRIMARY KEY (pool, id))""",
+    # tables made before the claim column existed (checked first: ALTER locks the table)
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+    "'taskroll_tasks'::regclass AND attname = 'claim' AND NOT attisdropped) THEN "
+    "ALTER TABLE taskroll_tasks ADD COLUMN claim text; END IF; END $$",
     "CREATE INDEX IF NOT EXISTS taskroll_tasks_fetch "
     "ON taskroll_tasks (pool, status, priority DESC, seq)",
     "CREATE INDEX IF NOT EXISTS taskroll_tasks_order ON taskroll_tasks (pool, seq)",
@@ -91,40 +96,7 @@ _COLUMNS = (
     "attempts", "error", "claimed_from",
 )
 _SELECT = ", ".join(_COLUMNS)
-_TEXT_COLUMNS = {"_id": "id", "status": "status", "worker": "worker", "error": "error",
-                 "claimed_from": "claimed_from"}
-_INTEGER_COLUMNS = {"priority", "attempts"}
 _TIME_COLUMNS = {"created", "started", "finished", "lease_until"}
-_SYMBOLS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-Fragment = tuple[str, list[Any]]
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to log)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"password=\S+", "password=***", url)
-    if parts.password is None:
-        return re.sub(r"password=[^&\s]+", "password=***", url)
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}"
-    query = re.sub(r"password=[^&]+", "password=***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _decimal(value: Any) -> Decimal:
-    return Decimal(str(value))
 
 
 def _payload(value: Any) -> tuple[str | None, bytes | None]:
@@ -132,91 +104,6 @@ def _payload(value: Any) -> tuple[str | None, bytes | None]:
     if value is None or isinstance(value, str):
         return value, None
     return None, bytes(value)
-
-
-def _nested(path: Sequence[str], value: Any) -> Any:
-    for part in reversed(path):
-        value = {part: value}
-    return value
-
-
-class _Translator:
-    """Turns conditions into one ``WHERE`` fragment (never NULL-valued) with its parameters."""
-
-    def __init__(self, jsonb: Callable[[Any], Any]) -> None:
-        self.jsonb = jsonb
-
-    def where(self, conditions: Sequence[Condition]) -> Fragment:
-        sql, params = [], []
-        for condition in conditions:
-            text, values = (
-                self._filter(condition) if condition.field == "filter" else self._column(condition)
-            )
-            sql.append(text)
-            params.extend(values)
-        return (" AND ".join(sql) if sql else "TRUE"), params
-
-    def _guards(self, path: Sequence[str]) -> Fragment:
-        parts = ["jsonb_typeof(filter #> %s) = 'object'" for _ in path[:-1]]
-        return " AND ".join(["TRUE", *parts]), [list(path[:index]) for index in range(1, len(path))]
-
-    def _filter(self, condition: Condition) -> Fragment:
-        operator, value, path = condition.operator, condition.value, list(condition.path)
-        if operator in ("$ne", "$nin"):
-            positive = Condition("filter", condition.path, {"$ne": "$eq", "$nin": "$in"}[operator],
-                                 value)
-            sql, params = self._filter(positive)
-            return f"NOT {sql}", params
-        guards, params = self._guards(path)
-        if operator == "$exists":
-            sql = f"coalesce({guards} AND filter #> %s IS NOT NULL, false)"
-            return (sql if value else f"NOT {sql}"), [*params, path]
-        if operator == "$eq":
-            sql = f"coalesce({guards} AND filter @> %s AND filter #> %s = %s, false)"
-            return sql, [*params, self.jsonb(_nested(path, value)), path, self.jsonb(value)]
-        if operator == "$in":
-            if not value:
-                return "FALSE", []
-            sql = f"coalesce({guards} AND filter #> %s = ANY(%s::jsonb[]), false)"
-            return sql, [*params, path, [self.jsonb(item) for item in value]]
-        symbol = _SYMBOLS[operator]
-        if _is_number(value):
-            sql = (f"coalesce({guards} AND CASE WHEN jsonb_typeof(filter #> %s) = 'number' "
-                   f"THEN (filter #> %s)::numeric END {symbol} %s::numeric, false)")
-            return sql, [*params, path, path, _decimal(value)]
-        if isinstance(value, str):
-            sql = (f"coalesce({guards} AND (CASE WHEN jsonb_typeof(filter #> %s) = 'string' "
-                   f"THEN filter #>> %s END) COLLATE \"C\" {symbol} %s, false)")
-            return sql, [*params, path, path, value]
-        return "FALSE", []
-
-    def _column(self, condition: Condition) -> Fragment:
-        field, operator, value = condition.field, condition.operator, condition.value
-        if operator in ("$ne", "$nin"):
-            positive = Condition(field, (), {"$ne": "$eq", "$nin": "$in"}[operator], value)
-            sql, params = self._column(positive)
-            return f"NOT {sql}", params
-        column = _TEXT_COLUMNS.get(field, field)
-        if operator == "$exists":
-            return f"{column} IS {'NOT ' if value else ''}NULL", []
-        accepts: Callable[[Any], bool]
-        convert: Callable[[Any], Any]
-        if field in _TEXT_COLUMNS:
-            accepts, convert, cast_to, target = _is_text, str, "text", f'{column} COLLATE "C"'
-        elif field in _INTEGER_COLUMNS:
-            accepts, convert, cast_to = _is_number, _decimal, "numeric"
-            target = f"{column}::numeric"
-        else:
-            accepts, convert, cast_to, target = _is_number, float, "float8", column
-        if operator == "$in":
-            items = [convert(item) for item in value if accepts(item)]
-            if not items:
-                return "FALSE", []
-            return f"coalesce({target} = ANY(%s::{cast_to}[]), false)", [items]
-        if not accepts(value):
-            return "FALSE", []
-        symbol = "=" if operator == "$eq" else _SYMBOLS[operator]
-        return f"coalesce({target} {symbol} %s::{cast_to}, false)", [convert(value)]
 
 
 def _to_record(row: Sequence[Any]) -> Record:
@@ -369,7 +256,7 @@ class PostgresStore(TaskStore):
                 connection.execute(statement)
 
     def _where(self, pool: str, conditions: Sequence[Condition]) -> Fragment:
-        sql, params = _Translator(self._jsonb).where(conditions)
+        sql, params = Translator(self._jsonb).where(conditions)
         return f"pool = %s AND {sql}", [pool, *params]
 
     # -- pools ---------------------------------------------------------------------------
@@ -495,18 +382,37 @@ class PostgresStore(TaskStore):
     # -- claims --------------------------------------------------------------------------
     def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
               lease_seconds: float) -> Record | None:
-        """Claim the highest-priority, oldest matching task in one atomic statement."""
+        """Claim the highest-priority, oldest matching task in one atomic statement.
+
+        The claim is tagged with a fresh token; if the connection breaks before the reply
+        arrives, the retry first looks for a task carrying the token (the lost reply may
+        have been a success) instead of claiming a second one.
+        """
         where, params = self._where(pool, conditions)
-        rows = self._execute(
-            f"UPDATE taskroll_tasks AS task SET status = 'running', worker = %s, "
-            f"started = {CLOCK}, lease_until = {CLOCK} + %s::float8, "
-            "attempts = task.attempts + 1, claimed_from = task.status "
-            "WHERE (task.pool, task.id) = (SELECT pool, id FROM taskroll_tasks "
-            f"WHERE {where} AND status = %s ORDER BY priority DESC, seq "
-            "LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {', '.join('task.' + name for name in _COLUMNS)}",
-            [worker, float(lease_seconds), *params, status],
-        )
+        token, sent = uuid.uuid4().hex, False
+
+        def operation(connection: Connection[Any]) -> list[Any]:
+            nonlocal sent
+            if sent:
+                rows = connection.execute(
+                    f"SELECT {_SELECT} FROM taskroll_tasks WHERE pool = %s "
+                    "AND status = 'running' AND worker = %s AND claim = %s",
+                    (pool, worker, token)).fetchall()
+                if rows:
+                    return rows
+            sent = True
+            return connection.execute(
+                f"UPDATE taskroll_tasks AS task SET status = 'running', worker = %s, "
+                f"started = {CLOCK}, lease_until = {CLOCK} + %s::float8, "
+                "attempts = task.attempts + 1, claimed_from = task.status, claim = %s "
+                "WHERE (task.pool, task.id) = (SELECT pool, id FROM taskroll_tasks "
+                f"WHERE {where} AND status = %s ORDER BY priority DESC, seq "
+                "LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {', '.join('task.' + name for name in _COLUMNS)}",
+                [worker, float(lease_seconds), token, *params, status],
+            ).fetchall()
+
+        rows = self._run(operation)
         return _to_record(rows[0]) if rows else None
 
     def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
