@@ -1,0 +1,147 @@
+"""The ``taskroll`` command, run as ``python -m taskroll`` in subprocesses on a real SQLite pool."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskroll.cli import build_parser, load_function
+from taskroll.config import Settings
+from taskroll.errors import TaskrollError
+from taskroll.manage import TaskManager
+
+
+def taskroll_command(*arguments: str, cwd: Path, url: str | None = None,
+                     timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith("TASKROLL_")}
+    if url is not None:
+        environment["TASKROLL_TASK_URL"] = url
+    return subprocess.run([sys.executable, "-m", "taskroll", *arguments], cwd=cwd,
+                          env=environment, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> tuple[str, str]:
+    """A pool ``numbers`` of 6 tasks for :func:`taskroll.demo.double_task`."""
+    url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    with TaskManager("numbers", store=url) as manager:
+        manager.create_task([{"x": number, "sleep": 0.2} for number in range(6)])
+    return url, "numbers"
+
+
+def test_list_and_task_stat_with_options_before_and_after(tmp_path: Path,
+                                                          pool: tuple[str, str]) -> None:
+    url, name = pool
+    listed = taskroll_command("--url", url, "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == [name]
+
+    before = taskroll_command("-t", name, "--url", url, "task_stat", cwd=tmp_path)
+    after = taskroll_command("task_stat", "-t", name, "--url", url, cwd=tmp_path)
+    from_environment = taskroll_command("task_stat", "-t", name, cwd=tmp_path, url=url)
+    for result in (before, after, from_environment):
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"waiting": 6}
+
+
+def test_unknown_pool_is_a_one_line_error(tmp_path: Path, pool: tuple[str, str]) -> None:
+    url, _ = pool
+    for command in (("task_stat", "-t", "nope"), ("worker", "-t", "nope")):
+        result = taskroll_command(*command, "--url", url, cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.strip().count("\n") == 0
+        assert "unknown task pool 'nope'" in result.stderr and "numbers" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_worker_processes_do_every_task(tmp_path: Path, pool: tuple[str, str]) -> None:
+    url, name = pool
+    result = taskroll_command("worker", "-t", name, "-n", "2", "--url", url,
+                              "--func", "taskroll.demo:double_task", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("worker")]
+    assert len(lines) == 2
+    done = sum(int(line.split(": ")[1].split()[0]) for line in lines)
+    assert done == 6
+    with TaskManager(name, store=url) as manager:
+        assert manager.task_stat() == {"done": 6}
+        results = sorted(task["res"]["double"] for task in manager.query())
+    assert results == [2 * number for number in range(6)]
+
+
+def test_worker_with_a_query_takes_only_matching_tasks(tmp_path: Path,
+                                                       pool: tuple[str, str]) -> None:
+    url, name = pool
+    result = taskroll_command("-t", name, "--url", url, "worker", "--func",
+                              "taskroll.demo:double_task", "--query", '{"filter.x": 3}',
+                              cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with TaskManager(name, store=url) as manager:
+        assert manager.task_stat() == {"done": 1, "waiting": 5}
+
+
+def test_bad_func_and_missing_pool_exit_2(tmp_path: Path, pool: tuple[str, str]) -> None:
+    url, name = pool
+    bad = taskroll_command("worker", "-t", name, "--url", url, "--func", "taskroll.demo:nope",
+                           cwd=tmp_path)
+    assert bad.returncode == 2 and "has no 'nope'" in bad.stderr
+    missing = taskroll_command("worker", "--url", url, cwd=tmp_path)
+    assert missing.returncode == 2 and "-t POOL" in missing.stderr
+
+
+def test_parser_wiring() -> None:
+    parser = build_parser()
+    arguments = parser.parse_args(["-t", "a", "task_stat"])
+    assert arguments.task_pool == "a" and arguments.command == "task_stat"
+    arguments = parser.parse_args(["query", "-t", "b", "--limit", "3"])
+    assert arguments.task_pool == "b" and arguments.limit == 3
+    arguments = parser.parse_args(["worker", "-t", "c", "--before-status", "part_done"])
+    assert arguments.before_status == "part_done" and arguments.workers == 1
+    arguments = parser.parse_args(["demo", "--quick", "--output", "x"])
+    assert arguments.quick and arguments.output == "x"
+    commands = next(action for action in parser._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    assert {"list", "task_stat", "worker", "demo", "online"} <= set(commands.choices)
+
+
+def test_load_function() -> None:
+    from taskroll.train.trainer import task_train
+
+    assert load_function("taskroll.train.trainer:task_train") is task_train
+    for spec in ("no_colon", "taskroll.nope:func", "taskroll:__version__"):
+        with pytest.raises(TaskrollError):
+            load_function(spec)
+
+
+def test_missing_or_broken_online_module_leaves_the_rest_working(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path, isolated_settings: Settings) -> None:
+    import importlib
+
+    from taskroll import cli
+
+    real_import = importlib.import_module
+
+    def missing(name: str, package: str | None = None) -> object:
+        if name == "taskroll.online.cli":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, package)
+
+    def broken(name: str, package: str | None = None) -> object:
+        if name == "taskroll.online.cli":
+            raise SyntaxError("half-written")
+        return real_import(name, package)
+
+    for fake, reason in ((missing, "missing"), (broken, "half-written")):
+        monkeypatch.setattr(cli.importlib, "import_module", fake)
+        assert cli.main(["online", "simulate", "--config", "x"]) == 2
+        assert reason in capsys.readouterr().err
+        assert cli.main(["--url", f"sqlite:///{tmp_path / 'empty.db'}", "list"]) == 0
