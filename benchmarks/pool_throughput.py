@@ -118,30 +118,37 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite")
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--claim-tasks", type=int, default=10_000)
+    parser.add_argument("--mongo-claim-tasks", type=int, default=None,
+                        help="claim+commit tasks on mongo (default --claim-tasks); the "
+                             "nx-27017 emulator's claims slow down as its pool grows")
     parser.add_argument("--workers", default="1,2,4")
     arguments = parser.parse_args()
     rows: list[tuple[str, str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as folder, \
             store_urls(arguments.stores.split(","), Path(folder)) as urls:
         for name, url in urls.items():
+            claim_tasks = arguments.claim_tasks
+            if name == "mongo" and arguments.mongo_claim_tasks:
+                claim_tasks = arguments.mongo_claim_tasks
             seconds = create_seconds(url, arguments.tasks)
             target = "< 1 s" if name == "sqlite" else "-"
             rows.append((name, f"create_task x{arguments.tasks}", f"{seconds:.3f} s", target,
                          f"{1.0 / seconds:.2f}x of target" if name == "sqlite" else ""))
             baseline = None
             for workers in [int(value) for value in arguments.workers.split(",")]:
-                rate = claim_rate(url, arguments.claim_tasks, workers)
+                rate = claim_rate(url, claim_tasks, workers)
                 baseline = baseline or rate
                 target = ">= 5000/s" if (name == "sqlite" and workers == 2) else "-"
                 note = f"{rate / baseline:.2f}x of 1 worker"
                 if target != "-":
                     note += f", {rate / 5000:.2f}x of target"
-                rows.append((name, f"claim+commit, {workers} worker(s)", f"{rate:,.0f} tasks/s",
-                             target, note))
-            overhead, bare = run_task_overhead_ms(url, min(arguments.claim_tasks, 5000))
-            rows.append((name, "run_task per task", f"{overhead:.3f} ms",
+                rows.append((name, f"claim+commit x{claim_tasks}, {workers} worker(s)",
+                             f"{rate:,.0f} tasks/s", target, note))
+            overhead, bare = run_task_overhead_ms(url, min(claim_tasks, 5000))
+            rows.append((name, f"run_task per task x{min(claim_tasks, 5000)}", f"{overhead:.3f} ms",
                          "<= 2 ms" if name == "sqlite" else "-",
-                         f"bare loop {bare * 1000:.2f} us; {overhead / 2:.2f}x of budget"))
+                         f"bare loop {bare * 1000:.2f} us"
+                         + (f"; {overhead / 2:.2f}x of budget" if name == "sqlite" else "")))
     widths = [max(len(row[index]) for row in [("store", "measure", "value", "target", "ratio"),
                                                *rows]) for index in range(5)]
     header = ("store", "measure", "value", "target", "ratio")

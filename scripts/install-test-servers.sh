@@ -7,6 +7,11 @@
 # * The MongoDB wire-protocol test server (nx-27017) and the drivers come from
 #   `pip install -e ".[dev]"`; this script only checks that they are importable.
 #
+# * As root (as in CI): PostgreSQL refuses to run as root, so the tests run the server
+#   as the unprivileged `postgres` account (or `nobody`), with its data in a temporary
+#   folder that account owns; it needs nothing else of ours (not the checkout, not
+#   .venv). This script makes sure such an account exists and can run the binaries.
+#
 # Idempotent and quiet; works as root or, through sudo, as a normal user.
 set -euo pipefail
 
@@ -44,10 +49,30 @@ else
     echo "install-test-servers: PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
 fi
 
+if [ "$(id -u)" -eq 0 ]; then
+    if ! id -u postgres >/dev/null 2>&1 && ! id -u nobody >/dev/null 2>&1; then
+        echo "install-test-servers: creating the system account 'postgres' to run the test server"
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin postgres
+    fi
+    server_user=postgres
+    id -u postgres >/dev/null 2>&1 || server_user=nobody
+    initdb_bin=$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)
+    if command -v setpriv >/dev/null 2>&1 && ! setpriv --reuid="$server_user" --regid="$(id -g "$server_user")" --clear-groups \
+            "$initdb_bin" --version >/dev/null 2>&1; then
+        echo "install-test-servers: $initdb_bin cannot run as '$server_user'; the tests run the" \
+             "server as that user when they run as root" >&2
+        exit 1
+    fi
+    echo "install-test-servers: as root, the tests will run the server as '$server_user'"
+fi
+
 python_bin="${PYTHON:-python3}"
 if [ -x ".venv/bin/python" ] && [ -z "${PYTHON:-}" ]; then
     python_bin=".venv/bin/python"
 fi
-if ! "$python_bin" -c "import psycopg, pymongo, nx_27017" >/dev/null 2>&1; then
+if ! "$python_bin" -c "" >/dev/null 2>&1; then
+    echo "install-test-servers: note: $python_bin cannot run as $(id -un); run the tests as the" \
+         "user who made the environment"
+elif ! "$python_bin" -c "import psycopg, pymongo, nx_27017" >/dev/null 2>&1; then
     echo "install-test-servers: note: run 'pip install -e \".[dev]\"' for psycopg, pymongo and nx-27017"
 fi

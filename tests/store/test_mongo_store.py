@@ -67,6 +67,35 @@ class TestMongoStore(BackendChecks):
         assert store.count_by_status(pool, conditions) == {"running": 2}
 
 
+    @pytest.mark.parametrize("query", [{}, {"filter.tags": ["x"]}], ids=["server", "residual"])
+    def test_claim_whose_reply_was_lost_is_not_orphaned(
+            self, store: MongoStore, pool: str, query: dict[str, Any],
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        store.insert_many(pool, [record("a", tags=["x"]), record("b", tags=["x"])])
+        collection, lost = store._collection, []
+
+        class Lossy:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.inner, name)
+
+            def find_one_and_update(self, *arguments: Any, **options: Any) -> Any:
+                result = self.inner.find_one_and_update(*arguments, **options)
+                if not lost:  # applied, then the reply is lost
+                    lost.append(True)
+                    raise pymongo.errors.AutoReconnect("connection closed")
+                return result
+
+        monkeypatch.setattr(store, "_collection", lambda name: Lossy(collection(name)))
+        claimed = store.fetch(pool, parse_query(query), "waiting", "w", 30)
+        monkeypatch.undo()
+        assert lost and claimed is not None and claimed["_id"] == "a"
+        assert claimed["attempts"] == 1
+        assert store.count_by_status(pool, []) == {"running": 1, "waiting": 1}
+
+
 def test_translation_keeps_common_queries_on_the_server() -> None:
     common = {"filter.model.class": {"$in": ["Linear", "LGBM"]}, "status": "waiting",
               "filter.step": {"$gte": 20}, "_id": {"$nin": ["x"]}}

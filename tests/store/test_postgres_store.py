@@ -60,6 +60,33 @@ class TestPostgresStore(BackendChecks):
         assert len(store._idle) <= store.max_idle
 
 
+    def test_claim_whose_reply_was_lost_is_not_orphaned(self, store: PostgresStore,
+                                                         pool: str) -> None:
+        import psycopg
+
+        store.insert_many(pool, [record("a"), record("b")])
+        run, lost = store._run, []
+
+        def lossy_run(operation: Any) -> Any:
+            def wrapped(connection: Any) -> Any:
+                result = operation(connection)
+                if not lost:  # applied and committed, then the connection dies
+                    lost.append(True)
+                    connection.close()
+                    raise psycopg.OperationalError("server closed the connection")
+                return result
+            return run(wrapped)
+
+        store._run = lossy_run  # type: ignore[method-assign]
+        try:
+            claimed = store.fetch(pool, [], "waiting", "w", 30)
+        finally:
+            del store._run
+        assert lost and claimed is not None and claimed["_id"] == "a"
+        assert claimed["attempts"] == 1
+        assert store.count_by_status(pool, []) == {"running": 1, "waiting": 1}
+
+
 def test_unreachable_server_error_is_masked() -> None:
     url = "postgresql://alice:s3cret@127.0.0.1:9/db"
     with pytest.raises(StoreConnectionError) as caught:
