@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np

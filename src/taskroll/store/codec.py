@@ -6,8 +6,9 @@ The store sees plain records; this codec turns Python values into a payload
 JSON (the default) is tagged so values survive the round trip: tuples,
 datetimes, dates, pandas Timestamps and numpy scalars are written as
 ``{"__taskroll__": kind, "value": ...}``; a recorder is written as its
-reference (run id and tracking URI), so trained models sit in a pool without pickle. Pickle is used only when the caller
-opted in (``allow_pickle=True``); decoding a pickled payload without that
+reference (run id and tracking URI), so trained models sit in a pool without
+pickle. Pickle is used only when the caller opted in (``allow_pickle=True``);
+decoding a pickled payload without that
 opt-in raises :class:`PickleNotAllowedError` instead of unpickling data from a
 shared database silently.
 """
