@@ -43,7 +43,7 @@ Invariants every implementation must keep (checked by :mod:`taskroll.testing`):
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -74,6 +74,28 @@ RECORD_FIELDS: Final = (
 )
 
 Record = dict[str, Any]
+
+
+def read_in_pages(read_page: Callable[[int, int], Sequence[Sequence[Any]]], limit: int | None,
+                  page_size: int = 1000) -> Iterator[Sequence[Any]]:
+    """Yield the rows of a keyset-paginated query, so no read transaction stays open.
+
+    Args:
+        read_page: ``(after_seq, count) -> rows`` returning up to ``count`` rows whose
+            first column is the insertion sequence, ascending, all after ``after_seq``.
+        limit: Most rows to yield in all; ``None`` for every row.
+        page_size: Rows read per call.
+    """
+    last_seq, remaining = -1, limit
+    while remaining is None or remaining > 0:
+        page = page_size if remaining is None else min(page_size, remaining)
+        rows = read_page(last_seq, page)
+        yield from rows
+        if len(rows) < page:
+            return
+        last_seq = rows[-1][0]
+        if remaining is not None:
+            remaining -= len(rows)
 
 
 class TaskStore(abc.ABC):

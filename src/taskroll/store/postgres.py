@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from taskroll.errors import StoreConnectionError, StoreError, require
-from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
+from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore, read_in_pages
 from taskroll.store.postgres_query import Fragment, Translator
 from taskroll.store.query import Condition
 from taskroll.store.urls import mask_url
@@ -442,21 +442,12 @@ class PostgresStore(TaskStore):
              limit: int | None = None) -> Iterator[Record]:
         """Yield matching records oldest first, in pages (no long-running transaction)."""
         where, params = self._where(pool, conditions)
-        last_seq, remaining = -1, limit
-        while remaining is None or remaining > 0:
-            page = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows = self._execute(
-                f"SELECT seq, {_SELECT} FROM taskroll_tasks WHERE {where} AND seq > %s "
-                "ORDER BY seq LIMIT %s",
-                [*params, last_seq, page],
-            )
-            for row in rows:
-                yield _to_record(row[1:])
-            if len(rows) < page:
-                return
-            last_seq = rows[-1][0]
-            if remaining is not None:
-                remaining -= len(rows)
+        sql = (f"SELECT seq, {_SELECT} FROM taskroll_tasks WHERE {where} AND seq > %s "
+                       "ORDER BY seq LIMIT %s")
+        pages = read_in_pages(lambda after, count: self._execute(sql, [*params, after, count]),
+                              limit, _PAGE)
+        for row in pages:
+            yield _to_record(row[1:])
 
     def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
         """Count matching tasks per status with one ``GROUP BY``."""

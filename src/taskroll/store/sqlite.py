@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from taskroll.errors import StoreConnectionError, StoreError
-from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
+from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore, read_in_pages
 from taskroll.store.query import Condition
 
 #: SQL for the database clock in UNIX seconds ('now' is fixed within one statement).
@@ -161,7 +161,7 @@ def _where(pool: str, conditions: Sequence[Condition]) -> tuple[str, list[Any]]:
     return f"pool = ? AND {clause}", [pool, *translator.params]
 
 
-def _to_record(row: sqlite3.Row | tuple[Any, ...]) -> Record:
+def _to_record(row: Sequence[Any]) -> Record:
     record = dict(zip(_COLUMNS, row, strict=True))
     record["filter"] = json.loads(record["filter"]) if record["filter"] is not None else None
     return record
@@ -392,20 +392,11 @@ class SQLiteStore(TaskStore):
              limit: int | None = None) -> Iterator[Record]:
         """Yield matching records oldest first, reading in pages (no long read transaction)."""
         where, params = _where(pool, conditions)
-        last_seq, remaining = -1, limit
-        while remaining is None or remaining > 0:
-            page = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows = self._execute(
-                f"SELECT seq, {_SELECT} FROM tasks WHERE {where} AND seq > ? ORDER BY seq LIMIT ?",
-                [*params, last_seq, page],
-            )
-            for row in rows:
-                yield _to_record(row[1:])
-            if len(rows) < page:
-                return
-            last_seq = rows[-1][0]
-            if remaining is not None:
-                remaining -= len(rows)
+        sql = f"SELECT seq, {_SELECT} FROM tasks WHERE {where} AND seq > ? ORDER BY seq LIMIT ?"
+        pages = read_in_pages(lambda after, count: self._execute(sql, [*params, after, count]),
+                              limit, _PAGE)
+        for row in pages:
+            yield _to_record(row[1:])
 
     def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
         """Count matching tasks per status with one GROUP BY."""
