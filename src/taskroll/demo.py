@@ -44,6 +44,11 @@ TASK_POOL = "demo_pool"
 MODEL_TYPES = ("LinearModel", "LGBModel")
 
 
+def _model_rank(name: str) -> tuple[int, str]:
+    """Sort key putting model types in :data:`MODEL_TYPES` order."""
+    return (MODEL_TYPES.index(name) if name in MODEL_TYPES else len(MODEL_TYPES), name)
+
+
 @dataclass(frozen=True)
 class DemoSizes:
     """Sizes of one demo run.
@@ -269,7 +274,9 @@ def run_demo(output_dir: str | Path, n_instruments: int | None = None, n_windows
               f"{len(MODEL_TYPES)} models), {workers} worker processes")
     recorders = _train_with_workers(tasks, workers, task_url, tracking_uri)
 
-    predictions, label = _collect(EXPERIMENT_NAME)
+    collected, label = _collect(EXPERIMENT_NAME)
+    # recorders come back in finishing order, which varies between runs: fix the order
+    predictions = {name: collected[name] for name in sorted(collected, key=_model_rank)}
     average = AverageEnsemble()(predictions)
     ensembles = {f"{name} (rolling)": signal for name, signal in predictions.items()}
     ensembles["average of models"] = average

@@ -134,6 +134,11 @@ def test_four_workers_two_thousand_tasks_exactly_once(url: str, tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_eight_workers_five_thousand_tasks_exactly_once(url: str, tmp_path: Path) -> None:
+    check_workers_exactly_once(url, workers=8, tasks=5000, marker_dir=tmp_path / "markers")
+
+
+@pytest.mark.slow
 def test_concurrent_create_inserts_once(url: str) -> None:
     check_concurrent_create(url, tasks=1000)
 
