@@ -44,16 +44,16 @@ def _need_module(name: str, extra: str) -> None:
         pytest.skip(f"{name} is not installed; pip install -e '.[dev]' (or taskroll[{extra}])")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[Server]:
-    """A running PostgreSQL server for this test session."""
-    _need_module("psycopg", "postgres")
-    external = os.environ.get("TASKROLL_TEST_POSTGRES_URL")
+def _session_server(module: str, extra: str, variable: str,
+                    factory: Callable[[], Server]) -> Iterator[Server]:
+    """Yield the external server named by ``variable``, else start one from ``factory``."""
+    _need_module(module, extra)
+    external = os.environ.get(variable)
     if external:
         yield ExternalServer(external)
         return
     try:
-        server = PostgresServer()
+        server = factory()
     except ServerUnavailable as error:
         pytest.skip(str(error))
     try:
@@ -61,6 +61,13 @@ def postgres_server() -> Iterator[Server]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """A running PostgreSQL server for this test session."""
+    yield from _session_server("psycopg", "postgres", "TASKROLL_TEST_POSTGRES_URL",
+                               PostgresServer)
 
 
 @pytest.fixture(scope="session")
@@ -72,20 +79,7 @@ def postgres_url(postgres_server: Server) -> str:
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[Server]:
     """A running MongoDB wire-protocol server (nx-27017, or the external one) for the session."""
-    _need_module("pymongo", "mongo")
-    external = os.environ.get("TASKROLL_TEST_MONGO_URL")
-    if external:
-        yield ExternalServer(external)
-        return
-    try:
-        server = MongoServer()
-    except ServerUnavailable as error:
-        pytest.skip(str(error))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
+    yield from _session_server("pymongo", "mongo", "TASKROLL_TEST_MONGO_URL", MongoServer)
 
 
 @pytest.fixture(scope="session")
