@@ -20,6 +20,12 @@ The tree::
     ├── MissingDependencyError   an optional extra is not installed
     ├── RecorderError            experiment tracking (MLflow) failed
     └── DataError                reference data is malformed or missing
+
+Warnings (a run goes on, but a person should look)::
+
+    TaskrollWarning (UserWarning)
+    ├── LookAheadWarning         a setting lets labels reach past a segment's end
+    └── DataQualityWarning       invalid bars, gaps, constant or empty features
 """
 
 from __future__ import annotations
@@ -78,6 +84,18 @@ class RecorderError(TaskrollError):
 
 class DataError(TaskrollError, ValueError):
     """Reference market data is malformed or missing."""
+
+
+class TaskrollWarning(UserWarning):
+    """Root of the warnings taskroll issues."""
+
+
+class LookAheadWarning(TaskrollWarning):
+    """A configuration allows information from after a date to reach results for that date."""
+
+
+class DataQualityWarning(TaskrollWarning):
+    """Loaded data has invalid bars, gaps, late listings, or constant / all-NaN features."""
 
 
 def require(module: str, extra: str) -> object:

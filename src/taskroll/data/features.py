@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pandas.core.window.rolling import Rolling
 
-from taskroll.data.loader import _LRUCache
+from taskroll.data.cache import FEATURE_CACHE
 from taskroll.errors import DataError
 
 DEFAULT_WINDOWS: tuple[int, ...] = (5, 10, 20, 30, 60)
@@ -41,12 +41,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "
 LABEL_NAME = "LABEL0"
 _EPS = 1e-12
 
-_FEATURE_CACHE = _LRUCache(capacity=2)  # ~130 MB each for 150 instruments x 6 years
-
-
 def clear_feature_cache() -> None:
     """Forget the features computed in this process."""
-    _FEATURE_CACHE.clear()
+    FEATURE_CACHE.clear()
 
 
 class _Layout:
@@ -377,7 +374,7 @@ def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
     window_key = tuple(int(window) for window in windows)
     if key is None:
         return compute_alpha158(load_bars(), window_key, operators)
-    frame: pd.DataFrame = _FEATURE_CACHE.get_or_build(
+    frame: pd.DataFrame = FEATURE_CACHE.get_or_build(
         ("alpha158", key, window_key, operators),
         lambda: compute_alpha158(load_bars(), window_key, operators))
     return frame

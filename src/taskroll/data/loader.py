@@ -8,15 +8,14 @@ file, or generate a market, once.
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from taskroll.data import cache
 from taskroll.errors import DataError
 
 INDEX_NAMES: tuple[str, str] = ("datetime", "instrument")
@@ -26,43 +25,9 @@ _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-class _LRUCache:
-    """A tiny thread-safe LRU map used for in-process data caches."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_build(self, key: Hashable, build: Callable[[], Any]) -> Any:
-        """Return the cached value for ``key``, building (and caching) it when absent."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = build()
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        """Forget every cached value."""
-        with self._lock:
-            self._items.clear()
-
-
-_PANEL_CACHE = _LRUCache(capacity=4)
-
-
 def clear_caches() -> None:
     """Drop every in-process data cache (panels, generated markets, computed features)."""
-    _PANEL_CACHE.clear()
-    from taskroll.data import features
-
-    features.clear_feature_cache()
+    cache.clear_caches()
 
 
 def validate_panel(frame: pd.DataFrame, source: str = "panel",
@@ -246,7 +211,7 @@ class FileLoader(DataLoader):
         key = self.cache_key
         if key is None:
             raise DataError(f"panel file {self.path} does not exist")
-        frame: pd.DataFrame = _PANEL_CACHE.get_or_build(
+        frame: pd.DataFrame = cache.PANEL_CACHE.get_or_build(
             key, lambda: load_panel(self.path, self.required_columns))
         return frame
 
@@ -282,7 +247,7 @@ class SyntheticLoader(DataLoader):
             except TypeError as error:
                 raise DataError(f"invalid SyntheticMarket arguments: {error}") from error
 
-        frame: pd.DataFrame = _PANEL_CACHE.get_or_build(self.cache_key, build)
+        frame: pd.DataFrame = cache.PANEL_CACHE.get_or_build(self.cache_key, build)
         return frame
 
 
