@@ -6,15 +6,17 @@ default windows ``(5, 10, 20, 30, 60)``). As in Qlib, rolling windows accept
 partial history (``min_periods=1``), and each instrument's series is the
 sequence of its own rows (suspended days are absent, not NaN).
 
-How it stays fast: the panel is laid out as a 2-D array, one column per
-instrument and one row per position in that instrument's own history, so every
+How it stays fast: the rows are sorted instrument by instrument, and every
 ``Ref``/``Mean``/``Std``... is one pandas or numpy call over all instruments at
-once and never mixes two instruments. Results are gathered back to the
-``(datetime, instrument)`` rows.
+once, with windows clipped to each instrument's own rows. Results are gathered
+back to the ``(datetime, instrument)`` rows.
 
-No look-ahead: every feature at a row uses only that instrument's rows up to
-and including that date. Only the label looks forward:
-``LABEL0 = Ref($close, -2) / Ref($close, -1) - 1``.
+No look-ahead, by construction and proven by perturbation tests
+(``tests/lookahead``): no window spans two instruments, and pandas' running sums
+restart at each instrument, so a feature at a row depends only on that
+instrument's bars up to and including that date, bit for bit. Only the label
+looks forward, ``LABEL0 = Ref($close, -2) / Ref($close, -1) - 1`` counted in
+trading days of the market calendar (NaN when a day has no bar).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 import pandas as pd
+from pandas.api.indexers import BaseIndexer
 from pandas.core.window.rolling import Rolling
 
 from taskroll.data.cache import FEATURE_CACHE
@@ -39,6 +42,8 @@ ROLLING_OPERATORS: tuple[str, ...] = (
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "vwap")
 LABEL_NAME = "LABEL0"
+LABEL_HORIZON = 2
+"""Trading days Alpha158's default label looks ahead: ``Ref($close, -2) / Ref($close, -1) - 1``."""
 _EPS = 1e-12
 
 def clear_feature_cache() -> None:
@@ -47,70 +52,157 @@ def clear_feature_cache() -> None:
 
 
 class _Layout:
-    """Maps panel rows to a (position in own history, instrument) grid and back.
+    """Rows sorted instrument by instrument (each in date order), and the way back.
 
-    Each grid column is one instrument's own rows, preceded by ``pad`` NaN rows.
-    Flattened column by column, the grid is one long series in which a rolling
-    window of up to ``pad + 1`` rows never reaches the previous instrument, so each
-    rolling statistic is a single pandas call.
+    Every time-series operator works on this flat order with windows clipped to the
+    instrument's own rows, so no window ever spans two instruments and pandas' running
+    sums restart at each instrument: a value depends only on the same instrument's rows
+    up to its own date, never on another instrument and never on a later row.
     """
 
-    def __init__(self, index: pd.MultiIndex, pad: int) -> None:
+    def __init__(self, index: pd.MultiIndex) -> None:
         instrument_codes, _ = pd.factorize(index.get_level_values(1))
-        dates = index.get_level_values(0).to_numpy()
-        order = np.lexsort((dates, instrument_codes))
-        sorted_codes = instrument_codes[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1]
-        counts = np.diff(np.r_[starts, sorted_codes.size])
-        position = np.empty(sorted_codes.size, dtype=np.int64)
-        position[order] = np.arange(sorted_codes.size) - np.repeat(starts, counts) + pad
-        length = int(counts.max()) if counts.size else 0
-        self.shape = (pad + length, int(instrument_codes.max(initial=-1)) + 1)
-        # index of each row in the column-major flattening of the grid
-        self.flat = instrument_codes.astype(np.int64) * self.shape[0] + position
+        date_codes, calendar = pd.factorize(index.get_level_values(0), sort=True)
+        self.order = np.lexsort((date_codes, instrument_codes))
+        sorted_codes = instrument_codes[self.order]
+        size = sorted_codes.size
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1] if size else np.zeros(0)
+        counts = np.diff(np.r_[starts, size]).astype(np.int64)
+        self.first = np.repeat(starts.astype(np.int64), counts)
+        """Sorted position of the first row of each sorted row's instrument."""
+        self.position = np.arange(size, dtype=np.int64) - self.first
+        """Position of each sorted row in its instrument's own history (0 = first bar)."""
+        self.instrument_codes = sorted_codes.astype(np.int64)
+        self.date_codes = date_codes[self.order].astype(np.int64)
+        """Market-calendar day number of each sorted row (the panel's distinct dates)."""
+        self.calendar_size = len(calendar)
+        self.instrument_count = int(instrument_codes.max(initial=-1)) + 1
+        self._windows: dict[int, _ClippedWindow] = {}
 
-    def grid(self, values: np.ndarray) -> np.ndarray:
-        """Scatter row values into a Fortran-ordered grid (NaN where there is no row)."""
-        out = np.full(self.shape, np.nan, order="F")
-        out.ravel(order="K")[self.flat] = values
+    def sort(self, values: np.ndarray) -> np.ndarray:
+        """Row values in the layout's (instrument, date) order."""
+        return values[self.order]
+
+    def rows(self, values: np.ndarray) -> np.ndarray:
+        """Sorted values back in the panel's row order."""
+        out = np.empty_like(values)
+        out[self.order] = values
         return out
 
-    def rows(self, grid: np.ndarray) -> np.ndarray:
-        """Gather grid values back into row order."""
-        return np.take(np.asfortranarray(grid).ravel(order="K"), self.flat)
+    def window(self, size: int) -> _ClippedWindow:
+        """The rolling window of ``size`` rows clipped to each instrument (cached)."""
+        if size not in self._windows:
+            self._windows[size] = _ClippedWindow(self.first, size)
+        return self._windows[size]
+
+    def ref(self, values: np.ndarray, lag: int) -> np.ndarray:
+        """Qlib ``Ref(x, lag)`` in the instrument's own rows (NaN before its first row)."""
+        out = np.full_like(values, np.nan)
+        if lag > 0:
+            out[lag:] = values[:-lag]
+            out[self.position < lag] = np.nan
+        elif lag < 0:
+            raise DataError("features look back only; labels use the market calendar")
+        else:
+            out[:] = values
+        return out
+
+    def on_calendar(self, values: np.ndarray, lead: int) -> np.ndarray:
+        """The same instrument's value ``lead`` market-calendar days later (NaN without a bar).
+
+        Counting days of the market calendar, not the instrument's rows, a suspension
+        gives NaN instead of a price from weeks later.
+        """
+        grid = np.full((self.calendar_size + lead, self.instrument_count), np.nan)
+        grid[self.date_codes, self.instrument_codes] = values
+        return grid[self.date_codes + lead, self.instrument_codes]
 
 
-def _ref(values: np.ndarray, lag: int) -> np.ndarray:
-    """Qlib ``Ref(x, lag)``: the value ``lag`` rows earlier (negative: later)."""
-    out = np.full_like(values, np.nan)
-    if lag > 0:
-        out[lag:] = values[:-lag]
-    elif lag < 0:
-        out[:lag] = values[-lag:]
-    else:
-        out[:] = values
-    return out
+class _ClippedWindow(BaseIndexer):
+    """Trailing windows of ``window_size`` rows that never start before the row's instrument."""
+
+    def __init__(self, first: np.ndarray, window_size: int) -> None:
+        super().__init__(window_size=window_size)
+        end = np.arange(1, first.size + 1, dtype=np.int64)
+        self._bounds = (np.maximum(end - window_size, first), end)
+
+    def get_window_bounds(self, num_values: int = 0, min_periods: int | None = None,
+                          center: bool | None = None, closed: str | None = None,
+                          step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the precomputed ``(start, end)`` bounds (end exclusive)."""
+        return self._bounds
 
 
-def _rolling(values: np.ndarray, window: int) -> Rolling[pd.Series[float]]:
-    """One rolling window over the whole (padded, column-major) grid."""
-    return pd.Series(np.asfortranarray(values).ravel(order="K")).rolling(window, min_periods=1)
+class _Ops:
+    """Qlib's time-series operators over one layout (flat arrays in layout order)."""
 
+    def __init__(self, layout: _Layout) -> None:
+        self.layout = layout
 
-def _grid(result: pd.Series[float], like: np.ndarray) -> np.ndarray:
-    return result.to_numpy().reshape(like.shape, order="F")
+    def rolling(self, values: np.ndarray, window: int) -> Rolling[pd.Series[float]]:
+        """A pandas rolling object over ``window`` rows of each instrument (partial at first)."""
+        return pd.Series(values).rolling(self.layout.window(window), min_periods=1)
 
+    def mean(self, values: np.ndarray, window: int) -> np.ndarray:
+        return self.rolling(values, window).mean().to_numpy()
 
-def _mean(values: np.ndarray, window: int) -> np.ndarray:
-    return _grid(_rolling(values, window).mean(), values)
+    def sum(self, values: np.ndarray, window: int) -> np.ndarray:
+        return self.rolling(values, window).sum().to_numpy()
 
+    def std(self, values: np.ndarray, window: int) -> np.ndarray:
+        return self.rolling(values, window).std().to_numpy()
 
-def _sum(values: np.ndarray, window: int) -> np.ndarray:
-    return _grid(_rolling(values, window).sum(), values)
+    def ref(self, values: np.ndarray, lag: int) -> np.ndarray:
+        return self.layout.ref(values, lag)
 
+    def idx_extreme(self, values: np.ndarray, window: int, largest: bool) -> np.ndarray:
+        """Qlib ``IdxMax``/``IdxMin``: 1-based position of the extreme in the window (first wins)."""
+        rolling = self.rolling(values, window)
+        extreme = (rolling.max() if largest else rolling.min()).to_numpy()
+        size = values.shape[0]
+        position = self.layout.position
+        best = np.full(size, -1, dtype=np.int64)
+        # newest to oldest, overwriting: the oldest row equal to the extreme wins, as argmax
+        for lag in range(min(window, size)):
+            hit = (values[: size - lag] == extreme[lag:]) & (position[lag:] >= lag)
+            np.copyto(best[lag:], position[: size - lag], where=hit)
+        window_start = np.maximum(position - window + 1, 0)
+        result = (best - window_start + 1).astype(float)
+        result[(best < 0) | np.isnan(values)] = np.nan
+        return result
 
-def _std(values: np.ndarray, window: int) -> np.ndarray:
-    return _grid(_rolling(values, window).std(), values)
+    def regression(self, values: np.ndarray,
+                   window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rolling regression of ``values`` on time: Qlib ``Slope``, ``Rsquare`` and ``Resi``."""
+        time = np.where(np.isnan(values), np.nan, self.layout.position.astype(float))
+        count = self.sum(np.where(np.isnan(values), np.nan, 1.0), window)
+        mean_t, mean_x = self.mean(time, window), self.mean(values, window)
+        cov = self.mean(time * values, window) - mean_t * mean_x
+        var_t = self.mean(time * time, window) - mean_t**2
+        var_x = self.mean(values * values, window) - mean_x**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where((count > 1) & (var_t > 0), cov / var_t, np.nan)
+            rsquare = np.where((count > 1) & (var_x > _EPS), cov**2 / (var_t * var_x), np.nan)
+        residual = values - (mean_x + slope * (time - mean_t))
+        return slope, np.clip(rsquare, 0.0, 1.0), residual
+
+    def corr(self, left: np.ndarray, right: np.ndarray, window: int) -> np.ndarray:
+        """Qlib ``Corr``: rolling Pearson correlation, NaN when either side is constant."""
+        both = ~(np.isnan(left) | np.isnan(right))
+        left = np.where(both, left, np.nan)
+        right = np.where(both, right, np.nan)
+        mean_l, mean_r = self.mean(left, window), self.mean(right, window)
+        cov = self.mean(left * right, window) - mean_l * mean_r
+        var_l = self.mean(left * left, window) - mean_l**2
+        var_r = self.mean(right * right, window) - mean_r**2
+        count = self.sum(both.astype(float), window)
+        scale_l = np.maximum(np.abs(mean_l), 1.0) ** 2 * 1e-10
+        scale_r = np.maximum(np.abs(mean_r), 1.0) ** 2 * 1e-10
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = cov / np.sqrt(var_l * var_r)
+        corr[(count < 2) | (var_l <= scale_l) | (var_r <= scale_r)] = np.nan
+        clipped: np.ndarray = np.clip(corr, -1.0, 1.0)
+        return clipped
 
 
 def _flag(condition: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -118,70 +210,15 @@ def _flag(condition: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), np.nan, condition.astype(float))
 
 
-def _idx_extreme(values: np.ndarray, window: int, largest: bool, first_row: int) -> np.ndarray:
-    """Qlib ``IdxMax``/``IdxMin``: 1-based position of the extreme in the window (first wins).
-
-    ``first_row`` is the grid row of each instrument's first bar (windows start there at the
-    earliest, as Qlib's partial windows do).
-    """
-    rolling = _rolling(values, window)
-    extreme = _grid(rolling.max() if largest else rolling.min(), values)
-    rows = np.arange(values.shape[0])[:, None]
-    best_row = np.full(values.shape, -1, dtype=np.int64, order="F")
-    # newest to oldest, overwriting: the oldest row equal to the extreme wins, as argmax
-    for lag in range(window):
-        hit = values[: values.shape[0] - lag] == extreme[lag:]
-        np.copyto(best_row[lag:], rows[: values.shape[0] - lag], where=hit)
-    window_start = np.maximum(rows - window + 1, first_row)
-    result = (best_row - window_start + 1).astype(float)
-    result[(best_row < 0) | np.isnan(values)] = np.nan
-    return result
-
-
-def _regression(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rolling regression of ``values`` on time: Qlib ``Slope``, ``Rsquare`` and ``Resi``."""
-    time = np.broadcast_to(np.arange(values.shape[0], dtype=float)[:, None], values.shape)
-    time = np.where(np.isnan(values), np.nan, time)
-    count = _sum(np.where(np.isnan(values), np.nan, 1.0), window)
-    mean_t, mean_x = _mean(time, window), _mean(values, window)
-    cov = _mean(time * values, window) - mean_t * mean_x
-    var_t = _mean(time * time, window) - mean_t**2
-    var_x = _mean(values * values, window) - mean_x**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where((count > 1) & (var_t > 0), cov / var_t, np.nan)
-        rsquare = np.where((count > 1) & (var_x > _EPS), cov**2 / (var_t * var_x), np.nan)
-    residual = values - (mean_x + slope * (time - mean_t))
-    return slope, np.clip(rsquare, 0.0, 1.0), residual
-
-
-def _corr(left: np.ndarray, right: np.ndarray, window: int) -> np.ndarray:
-    """Qlib ``Corr``: rolling Pearson correlation, NaN when either side is constant."""
-    both = ~(np.isnan(left) | np.isnan(right))
-    left = np.where(both, left, np.nan)
-    right = np.where(both, right, np.nan)
-    mean_l, mean_r = _mean(left, window), _mean(right, window)
-    cov = _mean(left * right, window) - mean_l * mean_r
-    var_l = _mean(left * left, window) - mean_l**2
-    var_r = _mean(right * right, window) - mean_r**2
-    count = _sum(both.astype(float), window)
-    scale_l = np.maximum(np.abs(mean_l), 1.0) ** 2 * 1e-10
-    scale_r = np.maximum(np.abs(mean_r), 1.0) ** 2 * 1e-10
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = cov / np.sqrt(var_l * var_r)
-    corr[(count < 2) | (var_l <= scale_l) | (var_r <= scale_r)] = np.nan
-    clipped: np.ndarray = np.clip(corr, -1.0, 1.0)
-    return clipped
-
-
-def _rolling_features(price: dict[str, np.ndarray], window: int, wanted: set[str],
-                      first_row: int) -> dict[str, Callable[[], np.ndarray]]:
+def _rolling_features(ops: _Ops, price: dict[str, np.ndarray], window: int,
+                      wanted: set[str]) -> dict[str, Callable[[], np.ndarray]]:
     """Lazy builders of every rolling feature for one window, keyed by operator."""
     close, high, low, volume = price["close"], price["high"], price["low"], price["volume"]
     d = window
-    change = close - _ref(close, 1)
-    abs_change_sum = _sum(np.abs(change), d) + _EPS
-    volume_change = volume - _ref(volume, 1)
-    abs_volume_change_sum = _sum(np.abs(volume_change), d) + _EPS
+    change = close - ops.ref(close, 1)
+    abs_change_sum = ops.sum(np.abs(change), d) + _EPS
+    volume_change = volume - ops.ref(volume, 1)
+    abs_volume_change_sum = ops.sum(np.abs(volume_change), d) + _EPS
     cache: dict[str, np.ndarray] = {}
 
     def once(key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
@@ -190,72 +227,72 @@ def _rolling_features(price: dict[str, np.ndarray], window: int, wanted: set[str
         return cache[key]
 
     def regression() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        slope = once("slope", lambda: np.stack(_regression(close, d)))
+        slope = once("slope", lambda: np.stack(ops.regression(close, d)))
         return slope[0], slope[1], slope[2]
 
     def highest() -> np.ndarray:
-        return once("max", lambda: _grid(_rolling(high, d).max(), high))
+        return once("max", lambda: ops.rolling(high, d).max().to_numpy())
 
     def lowest() -> np.ndarray:
-        return once("min", lambda: _grid(_rolling(low, d).min(), low))
+        return once("min", lambda: ops.rolling(low, d).min().to_numpy())
 
     def up_share() -> np.ndarray:
-        return once("sump", lambda: _sum(np.maximum(change, 0.0), d) / abs_change_sum)
+        return once("sump", lambda: ops.sum(np.maximum(change, 0.0), d) / abs_change_sum)
 
     def down_share() -> np.ndarray:
-        return once("sumn", lambda: _sum(np.maximum(-change, 0.0), d) / abs_change_sum)
+        return once("sumn", lambda: ops.sum(np.maximum(-change, 0.0), d) / abs_change_sum)
 
     def count_up() -> np.ndarray:
-        return once("cntp", lambda: _mean(_flag(close > _ref(close, 1), close), d))
+        return once("cntp", lambda: ops.mean(_flag(close > ops.ref(close, 1), close), d))
 
     def count_down() -> np.ndarray:
-        return once("cntn", lambda: _mean(_flag(close < _ref(close, 1), close), d))
+        return once("cntn", lambda: ops.mean(_flag(close < ops.ref(close, 1), close), d))
 
     def idx_max() -> np.ndarray:
-        return once("imax", lambda: _idx_extreme(high, d, True, first_row))
+        return once("imax", lambda: ops.idx_extreme(high, d, True))
 
     def idx_min() -> np.ndarray:
-        return once("imin", lambda: _idx_extreme(low, d, False, first_row))
+        return once("imin", lambda: ops.idx_extreme(low, d, False))
 
     def weighted_volume() -> np.ndarray:
-        flow = np.abs(close / _ref(close, 1) - 1.0) * volume
-        return _std(flow, d) / (_mean(flow, d) + _EPS)
+        flow = np.abs(close / ops.ref(close, 1) - 1.0) * volume
+        return ops.std(flow, d) / (ops.mean(flow, d) + _EPS)
 
     def volume_up() -> np.ndarray:
-        return once("vsump", lambda: _sum(np.maximum(volume_change, 0.0), d)
+        return once("vsump", lambda: ops.sum(np.maximum(volume_change, 0.0), d)
                     / abs_volume_change_sum)
 
     def volume_down() -> np.ndarray:
-        return once("vsumn", lambda: _sum(np.maximum(-volume_change, 0.0), d)
+        return once("vsumn", lambda: ops.sum(np.maximum(-volume_change, 0.0), d)
                     / abs_volume_change_sum)
 
     builders: dict[str, Callable[[], np.ndarray]] = {
-        "ROC": lambda: _ref(close, d) / close,
-        "MA": lambda: _mean(close, d) / close,
-        "STD": lambda: _std(close, d) / close,
+        "ROC": lambda: ops.ref(close, d) / close,
+        "MA": lambda: ops.mean(close, d) / close,
+        "STD": lambda: ops.std(close, d) / close,
         "BETA": lambda: regression()[0] / close,
         "RSQR": lambda: regression()[1],
         "RESI": lambda: regression()[2] / close,
         "MAX": lambda: highest() / close,
         "MIN": lambda: lowest() / close,
-        "QTLU": lambda: _grid(_rolling(close, d).quantile(0.8), close) / close,
-        "QTLD": lambda: _grid(_rolling(close, d).quantile(0.2), close) / close,
-        "RANK": lambda: _grid(_rolling(close, d).rank(pct=True), close),
+        "QTLU": lambda: ops.rolling(close, d).quantile(0.8).to_numpy() / close,
+        "QTLD": lambda: ops.rolling(close, d).quantile(0.2).to_numpy() / close,
+        "RANK": lambda: ops.rolling(close, d).rank(pct=True).to_numpy(),
         "RSV": lambda: (close - lowest()) / (highest() - lowest() + _EPS),
         "IMAX": lambda: idx_max() / d,
         "IMIN": lambda: idx_min() / d,
         "IMXD": lambda: (idx_max() - idx_min()) / d,
-        "CORR": lambda: _corr(close, np.log(volume + 1.0), d),
-        "CORD": lambda: _corr(close / _ref(close, 1),
-                              np.log(volume / _ref(volume, 1) + 1.0), d),
+        "CORR": lambda: ops.corr(close, np.log(volume + 1.0), d),
+        "CORD": lambda: ops.corr(close / ops.ref(close, 1),
+                              np.log(volume / ops.ref(volume, 1) + 1.0), d),
         "CNTP": count_up,
         "CNTN": count_down,
         "CNTD": lambda: count_up() - count_down(),
         "SUMP": up_share,
         "SUMN": down_share,
         "SUMD": lambda: up_share() - down_share(),
-        "VMA": lambda: _mean(volume, d) / (volume + _EPS),
-        "VSTD": lambda: _std(volume, d) / (volume + _EPS),
+        "VMA": lambda: ops.mean(volume, d) / (volume + _EPS),
+        "VSTD": lambda: ops.std(volume, d) / (volume + _EPS),
         "WVMA": weighted_volume,
         "VSUMP": volume_up,
         "VSUMN": volume_down,
@@ -291,10 +328,45 @@ def alpha158_names(windows: Sequence[int] = DEFAULT_WINDOWS,
     return names
 
 
+def label_values(close: np.ndarray, layout: _Layout, horizon: int = LABEL_HORIZON) -> np.ndarray:
+    """Qlib's label ``Ref($close, -horizon) / Ref($close, -1) - 1`` on the market calendar.
+
+    For ``horizon >= 2`` the return from the close of trading day ``t+1`` to the close of
+    ``t+horizon`` (buy the day after the signal, hold); for ``horizon == 1`` the return from
+    ``t`` to ``t+1``. Days count the market calendar (the panel's distinct dates): when the
+    instrument has no valid bar on one of those days the label is NaN, never a later price.
+
+    Args:
+        close: Close prices in layout order.
+        layout: The panel's layout.
+        horizon: Trading days after ``t`` that the label reaches (``>= 1``).
+
+    Returns:
+        The labels in layout order.
+    """
+    start = layout.on_calendar(close, 1) if horizon >= 2 else close
+    end = layout.on_calendar(close, horizon)
+    result: np.ndarray = end / start - 1.0
+    return result
+
+
+def _check_horizon(horizon: int) -> int:
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise DataError(f"label_horizon must be an int >= 1, got {horizon!r}")
+    return int(horizon)
+
+
 def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOWS,
                      rolling_operators: Sequence[str] | None = None,
-                     dtype: type[np.floating] = np.float32) -> pd.DataFrame:
+                     dtype: type[np.floating] = np.float32,
+                     label_horizon: int = LABEL_HORIZON) -> pd.DataFrame:
     """Compute Alpha158 features and ``LABEL0`` for every row of ``bars``.
+
+    Each feature at a row uses only that instrument's bars up to and including that
+    row's date (windows count the instrument's own rows, as Qlib); the label uses the
+    next ``label_horizon`` days of the market calendar (see :func:`label_values`).
+    Invalid bars (a price missing or ``<= 0``, volume missing or ``<= 0``) are treated as
+    missing, so they give NaN, never inf.
 
     Args:
         bars: A panel indexed by ``(datetime, instrument)`` with columns
@@ -302,25 +374,27 @@ def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOW
         windows: Rolling windows.
         rolling_operators: Rolling operators to include (default: all 29).
         dtype: Float type of the result (float32 by default, as Qlib).
+        label_horizon: Trading days the label looks ahead (2: Qlib's default label).
 
     Returns:
         A frame with the index of ``bars`` and 2-level columns ``("feature", name)``
-        for each feature followed by ``("label", "LABEL0")``. Infinite values (e.g.
-        a zero price) are kept; processors handle them.
+        for each feature followed by ``("label", "LABEL0")``.
 
     Raises:
-        DataError: When a required bar column is missing.
+        DataError: When a required bar column is missing, or for a bad window, operator
+            or horizon.
     """
     missing = [name for name in REQUIRED_COLUMNS if name not in bars.columns]
     if missing:
         raise DataError(f"Alpha158 needs bar column(s) {missing}; got {list(bars.columns)}")
     names = alpha158_names(windows, rolling_operators)
+    horizon = _check_horizon(label_horizon)
     wanted = set(ROLLING_OPERATORS if rolling_operators is None else rolling_operators)
     if not isinstance(bars.index, pd.MultiIndex) or bars.index.nlevels != 2:
         raise DataError("Alpha158 needs bars indexed by (datetime, instrument)")
-    pad = max((int(window) for window in windows), default=1)
-    layout = _Layout(bars.index, pad)
-    price = {name: layout.grid(bars[name].to_numpy(dtype=float)) for name in REQUIRED_COLUMNS}
+    layout = _Layout(bars.index)
+    ops = _Ops(layout)
+    price = {name: layout.sort(values) for name, values in _valid_bars(bars).items()}
     # column-major, so that each feature is written contiguously and pandas keeps the block
     out = np.empty((len(bars), len(names) + 1), dtype=dtype, order="F")
     column = 0
@@ -329,14 +403,25 @@ def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOW
             out[:, column] = layout.rows(values)
             column += 1
         for window in windows:
-            builders = _rolling_features(price, int(window), wanted, pad)
+            builders = _rolling_features(ops, price, int(window), wanted)
             for op, build in builders.items():
                 out[:, names.index(f"{op}{int(window)}")] = layout.rows(build())
-        close = price["close"]
-        out[:, -1] = layout.rows(_ref(close, -2) / _ref(close, -1) - 1.0)
+        out[:, -1] = layout.rows(label_values(price["close"], layout, horizon))
     columns = pd.MultiIndex.from_tuples(
         [*(("feature", name) for name in names), ("label", LABEL_NAME)])
     return pd.DataFrame(out, index=bars.index, columns=columns)
+
+
+def _valid_bars(bars: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The required bar columns as float arrays, with every invalid bar set to NaN."""
+    values = {name: bars[name].to_numpy(dtype=float) for name in REQUIRED_COLUMNS}
+    with np.errstate(invalid="ignore"):
+        valid = np.ones(len(bars), dtype=bool)
+        for name, column in values.items():
+            valid &= np.isfinite(column) & (column > 0)
+    if valid.all():
+        return values
+    return {name: np.where(valid, column, np.nan) for name, column in values.items()}
 
 
 def _kbar_and_price(price: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -355,7 +440,8 @@ def _kbar_and_price(price: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
                     windows: Sequence[int] = DEFAULT_WINDOWS,
-                    rolling_operators: Sequence[str] | None = None) -> pd.DataFrame:
+                    rolling_operators: Sequence[str] | None = None,
+                    label_horizon: int = LABEL_HORIZON) -> pd.DataFrame:
     """Return :func:`compute_alpha158` of ``load_bars()``, cached per process under ``key``.
 
     Args:
@@ -363,6 +449,7 @@ def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
         load_bars: Returns the bars when the features are not cached.
         windows: Rolling windows.
         rolling_operators: Rolling operators to include.
+        label_horizon: Trading days the label looks ahead.
 
     Returns:
         The feature frame; treat it as read-only.
@@ -372,9 +459,10 @@ def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
     """
     operators = None if rolling_operators is None else tuple(rolling_operators)
     window_key = tuple(int(window) for window in windows)
+    horizon = _check_horizon(label_horizon)
     if key is None:
-        return compute_alpha158(load_bars(), window_key, operators)
+        return compute_alpha158(load_bars(), window_key, operators, label_horizon=horizon)
     frame: pd.DataFrame = FEATURE_CACHE.get_or_build(
-        ("alpha158", key, window_key, operators),
-        lambda: compute_alpha158(load_bars(), window_key, operators))
+        ("alpha158", key, window_key, operators, horizon),
+        lambda: compute_alpha158(load_bars(), window_key, operators, label_horizon=horizon))
     return frame
