@@ -167,7 +167,7 @@ class _Ops:
             hit = (values[: size - lag] == extreme[lag:]) & (position[lag:] >= lag)
             np.copyto(best[lag:], position[: size - lag], where=hit)
         window_start = np.maximum(position - window + 1, 0)
-        result = (best - window_start + 1).astype(float)
+        result: np.ndarray = (best - window_start + 1).astype(float)
         result[(best < 0) | np.isnan(values)] = np.nan
         return result
 
@@ -417,7 +417,7 @@ def _valid_bars(bars: pd.DataFrame) -> dict[str, np.ndarray]:
     values = {name: bars[name].to_numpy(dtype=float) for name in REQUIRED_COLUMNS}
     with np.errstate(invalid="ignore"):
         valid = np.ones(len(bars), dtype=bool)
-        for name, column in values.items():
+        for column in values.values():
             valid &= np.isfinite(column) & (column > 0)
     if valid.all():
         return values
