@@ -69,12 +69,17 @@ def test_qlib_shaped_cfg_builds_and_serves_two_level_columns(dataset: DatasetH) 
         handler.fetch(data_key="other")
 
 
-def test_default_processors(dataset: DatasetH) -> None:
+def test_default_processors_are_qlibs(dataset: DatasetH) -> None:
+    """Qlib's Alpha158 defaults: no inference processor; learn drops rows without a label
+    and z-scores the label per day; rows with a missing feature are kept."""
     handler = dataset.handler
     infer = handler.fetch(col_set="feature")
-    assert not infer.isna().any().any(), "Fillna after the z-score"
-    day = infer.loc[infer.index.get_level_values(0)[500]]
-    assert abs(day["KMID"].mean()) < 1e-5 and abs(day["KMID"].std() - 1) < 1e-4
+    raw = handler.fetch(col_set="feature", data_key="raw")
+    pd.testing.assert_frame_equal(infer, raw)
+    assert infer.isna().any().any(), "features keep their NaN (first rows of an instrument)"
+    learn_all = handler.fetch(col_set="__raw", data_key="learn")
+    assert learn_all["label"].notna().all().all()
+    assert learn_all["feature"].isna().any(axis=1).sum() > 0, "rows with a NaN feature are kept"
     learn = handler.fetch(col_set="label", data_key="learn")
     assert not learn.isna().any().any(), "DropnaLabel"
     assert len(learn) < len(infer)

@@ -14,6 +14,11 @@ Columns are 2-level, ``("feature", name)`` and ``("label", "LABEL0")``; the inde
 
 Pickling a handler keeps its configuration and fitted processors but drops the
 data; the data is rebuilt on the next fetch (as Qlib's ``dump_all=False``).
+
+A handler declares its label horizon (``LABEL_HORIZON``, or the ``label_horizon``
+argument where it has one): the label at day ``t`` uses bars up to ``t + horizon``
+trading days. :class:`~taskroll.task.gen.RollingGen` reads it to keep a gap between
+segments, so no training or validation label reaches into the next segment.
 """
 
 from __future__ import annotations
@@ -23,9 +28,15 @@ from typing import Any
 
 import pandas as pd
 
-from taskroll.data.features import DEFAULT_WINDOWS, REQUIRED_COLUMNS, cached_alpha158
+from taskroll.data.features import (
+    DEFAULT_WINDOWS,
+    LABEL_HORIZON,
+    REQUIRED_COLUMNS,
+    cached_alpha158,
+)
 from taskroll.data.loader import DataLoader, SyntheticLoader, slice_panel
-from taskroll.data.processors import CSZScoreNorm, DropnaLabel, Fillna, ProcessInf, Processor
+from taskroll.data.processors import CSZScoreNorm, DropnaLabel, Processor
+from taskroll.data.quality import DataQualityReport
 from taskroll.errors import DataError, TaskConfigError
 from taskroll.task.spec import init_instance_by_config
 
@@ -99,6 +110,8 @@ class DataHandlerLP:
     PTYPE_I = "independent"
     IT_FIT_SEQ = "fit_seq"
     IT_LS = "load_and_setup"
+    LABEL_HORIZON: int | None = None
+    """Trading days after ``t`` whose bars the label at ``t`` uses; ``None``: unknown."""
 
     def __init__(self, instruments: str | Sequence[str] = "all", start_time: Any = None,
                  end_time: Any = None, data_loader: Any = None,
@@ -121,6 +134,7 @@ class DataHandlerLP:
                                  for index, cfg in enumerate(learn_processors)]
         self._data: dict[str, pd.DataFrame] | None = None
         self._fitted = False
+        self._quality: DataQualityReport | None = None
         if init_data:
             self.setup_data()
 
@@ -198,6 +212,40 @@ class DataHandlerLP:
         learn = self._run(self.learn_processors, learn_input, fit)
         self._data = {self.DK_I: infer, self.DK_L: learn}
         self._fitted = True
+        if fit:
+            self._quality = self._check_quality(infer)
+
+    def _check_quality(self, processed: pd.DataFrame) -> DataQualityReport | None:
+        """Count constant and all-NaN features of the processed data; warn once per kind."""
+        report = self.data_loader.quality_report()
+        if report is None:  # e.g. precomputed features: no bars to count
+            report = DataQualityReport(
+                rows=len(processed), instruments=processed.index.get_level_values(-1).nunique(),
+                invalid_price_bars=0, zero_volume_bars=0, duplicated_rows=0, suspended_days=0,
+                late_listings=0)
+        if isinstance(processed.columns, pd.MultiIndex) and "feature" in set(
+                processed.columns.get_level_values(0)):
+            report = report.with_features(processed)
+            report.warn(f"{type(self).__name__}", kinds=("constant_features", "all_nan_features"))
+        return report
+
+    def quality_report(self) -> DataQualityReport | None:
+        """The data quality report: the loader's counts of bad bars, gaps and late listings,
+        plus the constant and all-NaN features of the processed data.
+
+        Loads and processes the data when that has not happened yet.
+
+        Returns:
+            The report, or ``None`` for a handler whose data was never processed here.
+        """
+        if self._quality is None:
+            self._frame(self.DK_I)
+        return self._quality
+
+    @property
+    def label_horizon(self) -> int | None:
+        """Trading days the label looks ahead (``LABEL_HORIZON``); ``None``: unknown."""
+        return self.LABEL_HORIZON
 
     def config(self, **kwargs: Any) -> None:
         """Change ``instruments``, ``start_time``, ``end_time`` or the fit range in place.
@@ -301,19 +349,26 @@ class Alpha158(DataHandlerLP):
         fit_start_time: First date of the processors' fit range.
         fit_end_time: Last date of the processors' fit range.
         data_loader: A bar loader or its cfg (default: ``SyntheticLoader()``).
-        infer_processors: Default ``[ProcessInf(), CSZScoreNorm("feature"),
-            Fillna("feature")]`` (Qlib's default is none; raw Alpha158 ratios have very
-            different scales, which linear models dislike).
-        learn_processors: Default ``[DropnaLabel(), CSZScoreNorm("label")]`` (as Qlib).
+        infer_processors: Default none, as Qlib (features keep their NaN; LightGBM
+            handles them, :class:`~taskroll.models.linear.LinearModel` counts them as 0).
+            ``[ProcessInf(), CSZScoreNorm("feature"), Fillna("feature")]`` suits linear
+            models (raw Alpha158 ratios have very different scales).
+        learn_processors: Default ``[DropnaLabel(), CSZScoreNorm("label")]`` (as Qlib):
+            only rows without a label are dropped.
         windows: Rolling windows of the features.
         rolling_operators: Rolling operators to include (default: all 29).
         process_type: ``"append"`` or ``"independent"``.
         init_data: Load and process now.
+        label_horizon: Trading days the label looks ahead: ``LABEL0`` is
+            ``Ref($close, -h) / Ref($close, -1) - 1`` on the market calendar (h = 2, Qlib's
+            label, by default; 1 gives the next day's return).
 
     Raises:
         TaskConfigError: For malformed cfgs or dates.
         DataError: When the bars cannot be loaded or lack a required column.
     """
+
+    LABEL_HORIZON = LABEL_HORIZON
 
     def __init__(self, instruments: str | Sequence[str] = "all", start_time: Any = None,
                  end_time: Any = None, fit_start_time: Any = None, fit_end_time: Any = None,
@@ -321,12 +376,17 @@ class Alpha158(DataHandlerLP):
                  learn_processors: Sequence[Any] | None = None,
                  windows: Sequence[int] = DEFAULT_WINDOWS,
                  rolling_operators: Sequence[str] | None = None,
-                 process_type: str = "append", init_data: bool = True) -> None:
+                 process_type: str = "append", init_data: bool = True,
+                 label_horizon: int = LABEL_HORIZON) -> None:
         self.windows = tuple(int(window) for window in windows)
         self.rolling_operators = None if rolling_operators is None else tuple(rolling_operators)
+        if (isinstance(label_horizon, bool) or not isinstance(label_horizon, int)
+                or label_horizon < 1):
+            raise TaskConfigError(f"Alpha158: label_horizon must be an int >= 1, "
+                                  f"got {label_horizon!r}")
+        self._label_horizon = label_horizon
         if infer_processors is None:
-            infer_processors = [ProcessInf(), CSZScoreNorm(fields_group="feature"),
-                                Fillna(fields_group="feature")]
+            infer_processors = []
         if learn_processors is None:
             learn_processors = [DropnaLabel(), CSZScoreNorm(fields_group="label")]
         super().__init__(instruments, start_time, end_time, data_loader, infer_processors,
@@ -335,6 +395,11 @@ class Alpha158(DataHandlerLP):
 
     def _default_loader(self) -> DataLoader:
         return SyntheticLoader()
+
+    @property
+    def label_horizon(self) -> int | None:
+        """Trading days the label looks ahead (the ``label_horizon`` argument)."""
+        return self._label_horizon
 
     def load_raw(self) -> pd.DataFrame:
         """Return Alpha158 features and label for the handler's instruments and dates.
@@ -351,7 +416,8 @@ class Alpha158(DataHandlerLP):
                 raise DataError(f"{loader!r}: bars lack column(s) {missing} needed by Alpha158")
             return frame
 
-        features = cached_alpha158(loader.cache_key, bars, self.windows, self.rolling_operators)
+        features = cached_alpha158(loader.cache_key, bars, self.windows, self.rolling_operators,
+                                   self._label_horizon)
         frame = slice_panel(features, self.instruments, self.start_time, self.end_time)
         if frame.empty:
             dates = features.index.get_level_values(0)

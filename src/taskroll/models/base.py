@@ -70,19 +70,27 @@ class Model(ABC):
         return self.predict(dataset, segment)
 
 
-def learn_data(dataset: Any, segment: str, reweighter: Reweighter | None = None
+def learn_data(dataset: Any, segment: str, reweighter: Reweighter | None = None,
+               fill_features: float | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
     """Return ``(features, label, weights, feature_names)`` of a segment's learn data.
 
-    Rows with any missing value are dropped.
+    As Qlib, only rows whose label is missing are dropped; a missing feature stays NaN
+    (LightGBM handles it) unless ``fill_features`` gives a value for it.
+
+    Args:
+        dataset: The dataset.
+        segment: The segment name, e.g. ``"train"``.
+        reweighter: Optional sample weights.
+        fill_features: Replacement of missing features, or ``None`` to keep them NaN.
 
     Raises:
-        DataError: When the segment is empty or has more than one label column.
+        DataError: When the segment has no labelled row or more than one label column.
     """
     frame = dataset.prepare(segment, col_set=["feature", "label"], data_key="learn")
-    frame = frame.dropna()
+    frame = frame[frame["label"].notna().all(axis=1).to_numpy()]
     if frame.empty:
-        raise DataError(f"the {segment!r} segment has no complete rows; check the dataset's "
+        raise DataError(f"the {segment!r} segment has no labelled rows; check the dataset's "
                         "segments and handler dates")
     features, label = frame["feature"], frame["label"]
     if label.shape[1] != 1:
@@ -93,8 +101,10 @@ def learn_data(dataset: Any, segment: str, reweighter: Reweighter | None = None
         if weights.shape[0] != len(frame):
             raise DataError(f"reweighter gave {weights.shape[0]} weights for {len(frame)} rows")
     names = [str(name) for name in features.columns]
-    return (features.to_numpy(dtype=np.float64), label.to_numpy(dtype=np.float64).ravel(),
-            weights, names)
+    values = features.to_numpy(dtype=np.float64)
+    if fill_features is not None:
+        values = np.where(np.isfinite(values), values, fill_features)
+    return values, label.to_numpy(dtype=np.float64).ravel(), weights, names
 
 
 def infer_features(dataset: Any, segment: str | slice) -> pd.DataFrame:

@@ -23,7 +23,9 @@ class LinearModel(Model):
 
     Solves ``min_w sum_i s_i (y_i - b - x_i w)^2 + alpha |w|^2`` in closed form
     (``s_i`` the reweighter's weights, 1 by default; the intercept ``b`` is not
-    penalised). ``"ols"`` is the same with ``alpha = 0`` (least squares via
+    penalised). A missing or infinite feature counts as 0 in training and prediction
+    (the cross-sectional mean after per-day z-scoring); rows are dropped only for a
+    missing label, as Qlib's default processors do. ``"ols"`` is the same with ``alpha = 0`` (least squares via
     ``numpy.linalg.lstsq``, so collinear features are fine).
 
     Args:
@@ -59,9 +61,9 @@ class LinearModel(Model):
         Raises:
             DataError: When the training data is empty.
         """
-        features, label, weights, names = learn_data(dataset, "train", reweighter)
+        features, label, weights, names = learn_data(dataset, "train", reweighter, 0.0)
         if self.include_valid and "valid" in getattr(dataset, "segments", {}):
-            more = learn_data(dataset, "valid", reweighter)
+            more = learn_data(dataset, "valid", reweighter, 0.0)
             features = np.vstack([features, more[0]])
             label = np.concatenate([label, more[1]])
             weights = None if weights is None or more[2] is None else np.concatenate(
@@ -102,5 +104,20 @@ class LinearModel(Model):
         if features.shape[1] != self.coef_.shape[0]:
             raise DataError(f"LinearModel was fitted on {self.coef_.shape[0]} features but "
                             f"segment {segment!r} has {features.shape[1]}")
-        values = features.to_numpy(dtype=np.float64) @ self.coef_ + self.intercept_
-        return as_scores(values, features.index)
+        values = features.to_numpy(dtype=np.float64)
+        values = np.where(np.isfinite(values), values, 0.0)
+        return as_scores(_row_products(values, self.coef_, self.intercept_), features.index)
+
+
+def _row_products(values: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+    """``values @ coef + intercept``, each row's result independent of the other rows.
+
+    A BLAS matrix-vector product may round a row differently depending on how many rows
+    the matrix has and where they sit in memory; column-by-column accumulation performs
+    the same operations, in the same order, on every row, so a prediction for a day is
+    bit-identical whatever other days are predicted with it (see ``tests/lookahead``).
+    """
+    total = np.full(values.shape[0], intercept, dtype=np.float64)
+    for column, weight in enumerate(coef):
+        total += values[:, column] * weight
+    return total
