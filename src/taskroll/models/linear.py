@@ -25,8 +25,9 @@ class LinearModel(Model):
     (``s_i`` the reweighter's weights, 1 by default; the intercept ``b`` is not
     penalised). A missing or infinite feature counts as 0 in training and prediction
     (the cross-sectional mean after per-day z-scoring); rows are dropped only for a
-    missing label, as Qlib's default processors do. ``"ols"`` is the same with ``alpha = 0`` (least squares via
-    ``numpy.linalg.lstsq``, so collinear features are fine).
+    missing label, as Qlib's default processors do. ``"ols"`` is the same with
+    ``alpha = 0`` (least squares via ``numpy.linalg.lstsq``, so collinear features are
+    fine).
 
     Args:
         estimator: ``"ridge"`` or ``"ols"``.
