@@ -100,3 +100,22 @@ def test_predictions_on_or_before_the_cut_do_not_change(
     later = first.index.get_level_values(0) > cut
     common = first[later].index.intersection(second.index)
     assert (first.loc[common] != second.loc[common]).any()
+
+
+@pytest.mark.filterwarnings("ignore::taskroll.errors.DataQualityWarning")
+def test_without_the_gap_the_labels_leak(dirty: pd.DataFrame, tmp_path: Path) -> None:
+    """The control: training up to the day before the test start lets the last labels
+    use the first test days, and the perturbation shows it."""
+    calendar = pd.DatetimeIndex(dirty.index.get_level_values(0).unique())
+    test_start = len(calendar) - 120
+    spans = segments(calendar, test_start)
+    spans["train"] = (spans["train"][0], str(calendar[test_start - 1].date()))
+    cut = calendar[test_start - 1]
+    original, perturbed = tmp_path / "original.parquet", tmp_path / "perturbed.parquet"
+    dirty.to_parquet(original)
+    scramble_after(dirty, cut, seed=9).to_parquet(perturbed)
+    clear_caches()
+    first = predictions(original, spans, "linear", PROCESSORS["per-day"])
+    second = predictions(perturbed, spans, "linear", PROCESSORS["per-day"])
+    with pytest.raises(AssertionError, match="differ"):
+        assert_identical(on_or_before(first, cut), on_or_before(second, cut))
