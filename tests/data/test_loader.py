@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from taskroll.data import (
+    DataLoader,
     FileLoader,
     StaticLoader,
     SyntheticLoader,
@@ -16,7 +17,7 @@ from taskroll.data import (
     load_panel,
     validate_panel,
 )
-from taskroll.errors import DataError
+from taskroll.errors import DataError, DataQualityWarning
 from taskroll.task.spec import init_instance_by_config
 
 
@@ -65,6 +66,46 @@ def test_duplicate_rows(tmp_path: Path) -> None:
     path = _write(tmp_path, "datetime,instrument,close\n2020-01-02,A,1\n2020-01-02,A,2\n")
     with pytest.raises(DataError, match="duplicate"):
         load_panel(path)
+
+
+def test_exact_duplicate_rows_are_dropped_and_counted(tmp_path: Path,
+                                                      fresh_caches: None) -> None:
+    path = _write(tmp_path, "datetime,instrument,close,volume\n"
+                            "2020-01-02,A,1,10\n2020-01-03,A,2,0\n2020-01-02,A,1,10\n"
+                            "2020-01-03,B,,5\n2020-01-03,B,,5\n2020-01-02,A,1,10\n")
+    loaded = load_panel(path)
+    assert len(loaded) == 3 and loaded.index.is_unique
+    with pytest.warns(DataQualityWarning) as caught:
+        loader = FileLoader(path)
+        frame = loader.load_all()
+    report = loader.quality_report()
+    assert report is not None
+    assert (report.rows, report.duplicated_rows, report.invalid_price_bars,
+            report.zero_volume_bars, report.late_listings) == (3, 3, 1, 1, 1)
+    assert sorted(str(item.message).split("[")[-1] for item in caught) == [
+        "duplicated_rows]", "invalid_price_bars]", "late_listings]", "zero_volume_bars]"]
+    assert frame["close"].tolist()[0] == 1.0 and frame["close"].iloc[1:].isna().all()
+    assert frame["volume"].tolist()[0] == 10.0 and frame["volume"].iloc[1:].isna().all()
+
+
+def test_quality_report_of_a_clean_file_and_of_a_loader_without_bars(
+        parquet_path: Path, bars: pd.DataFrame, fresh_caches: None) -> None:
+    report = FileLoader(parquet_path).quality_report()
+    assert report is not None
+    assert (report.rows, report.invalid_price_bars, report.zero_volume_bars,
+            report.duplicated_rows) == (len(bars), 0, 0, 0)
+    assert report.instruments == 40 and report.suspended_days > 0 and report.late_listings > 0
+    assert FileLoader(parquet_path).load_all() is FileLoader(parquet_path).load_all()
+    features = pd.DataFrame({"score": 1.0}, index=bars.index[:5])
+    assert StaticLoader(features).quality_report() is None
+
+    class Plain(DataLoader):
+        cache_key = None
+
+        def load_all(self) -> pd.DataFrame:
+            return bars
+
+    assert Plain().quality_report() is None
 
 
 def test_unparseable_dates(tmp_path: Path) -> None:

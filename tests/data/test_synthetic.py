@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from taskroll.data import SyntheticMarket, generate_market, trading_calendar
+from taskroll.data import SyntheticLoader, SyntheticMarket, generate_market, trading_calendar
+from taskroll.data.quality import clean_bars
 from taskroll.data.synthetic import BAR_COLUMNS
-from taskroll.errors import DataError
+from taskroll.errors import DataError, DataQualityWarning
 
 
 def test_same_seed_same_bars_and_different_seed_differs() -> None:
@@ -128,3 +131,91 @@ def test_invalid_arguments_raise_data_error(tmp_path: Path) -> None:
     market = SyntheticMarket(seed=0, n_instruments=2, start="2020-01-01", end="2020-02-28")
     with pytest.raises(DataError, match="csv"):
         market.save(tmp_path / "bars.xlsx")
+    with pytest.raises(DataError, match="bad_bar_rate"):
+        SyntheticMarket(n_instruments=2, bad_bar_rate=1.0)
+    with pytest.raises(DataError, match="duplicate_rows"):
+        SyntheticMarket(n_instruments=2, duplicate_rows=-1)
+
+
+# -- dirty data -----------------------------------------------------------------------------------
+
+SMALL: dict[str, Any] = {"seed": 11, "n_instruments": 40, "start": "2018-01-01",
+                         "end": "2020-12-31"}
+"""40 instruments over three years, default settings."""
+
+
+def test_default_bars_are_pinned() -> None:
+    """The bars of an existing seed never change (computed before bad bars existed)."""
+    bars = SyntheticMarket(**SMALL).bars()
+    index = bars.index
+    key = (index.get_level_values(0).asi8.tobytes()
+           + "|".join(index.get_level_values(1)).encode())
+    assert len(bars) == 26161
+    assert hashlib.sha256(key).hexdigest() == (
+        "69bdb4261021efeef2e814c7b14aa7e54dbca8daf29479f66b66966e9e11709e")
+    sums = {"open": 613977.7214063087, "high": 623910.0002129157, "low": 604524.6828613626,
+            "close": 614296.7523707947, "volume": 34138813150.07909, "vwap": 614133.2722624826,
+            "factor": 29764.04082860416}
+    for name, total in sums.items():
+        assert bars[name].sum() == pytest.approx(total, rel=1e-11), name
+    rows = [[11.055040945414465, 11.157383909188933, 10.925340174075979, 10.926143917615661,
+             2408200.0, 11.016878222112114, 1.0],
+            [10.180286797927607, 10.240527569495077, 9.99130367494398, 10.061787770551073,
+             1692332.0, 10.061496033516065, 1.0],
+            [23.889004867203557, 24.484004892248795, 23.684653187092476, 24.262881587828097,
+             1412895.0, 24.152814499501854, 1.0],
+            [14.202944899445116, 14.484652402576417, 14.07114448718824, 14.395425122948538,
+             170817.80613802862, 14.305578135240786, 1.1651478525557004]]
+    np.testing.assert_allclose(bars.iloc[[0, 1, 12345, -1]].to_numpy(), rows, rtol=1e-12)
+    assert list(bars.index[[0, -1]]) == [(pd.Timestamp("2018-01-02"), "SH600000"),
+                                         (pd.Timestamp("2020-12-31"), "SH600039")]
+    explicit = SyntheticMarket(**SMALL, bad_bar_rate=0.0, duplicate_rows=0)
+    pd.testing.assert_frame_equal(explicit.bars(), bars, check_exact=True)
+
+
+def test_a_small_dirty_market_has_all_four_phenomena() -> None:
+    clean = SyntheticMarket(**SMALL).bars()
+    market = SyntheticMarket(**SMALL, bad_bar_rate=0.01)
+    bars = market.bars()
+    calendar = market.calendar
+    assert bars.index.equals(clean.index)
+    # listings after the start, delistings before the end, suspensions inside lives
+    dates = pd.Series(bars.index.get_level_values(0), index=bars.index.get_level_values(1))
+    first, last = dates.groupby(level=0).min(), dates.groupby(level=0).max()
+    assert (first > calendar[0]).sum() >= 2
+    assert (last < calendar[-1]).sum() >= 2
+    _, report = clean_bars(bars)
+    assert report.suspended_days > 50 and report.late_listings == (first > calendar[0]).sum()
+    # bad bars: all four kinds, and only on the planted rows
+    planted = round(0.01 * len(bars))
+    assert report.invalid_price_bars + report.zero_volume_bars == planted
+    prices = bars[["open", "high", "low", "close", "vwap"]]
+    assert (prices == 0).any(axis=1).sum() > 0
+    assert (prices < 0).any(axis=1).sum() > 0
+    assert prices.isna().any(axis=1).sum() > 0
+    assert (bars["volume"] == 0).sum() > 0
+    changed = ~((bars == clean) | (bars.isna() & clean.isna())).all(axis=1)
+    assert changed.sum() == planted
+    pd.testing.assert_frame_equal(bars[~changed], clean[~changed], check_exact=True)
+    pd.testing.assert_series_equal(bars["factor"], clean["factor"], check_exact=True)
+
+
+def test_duplicate_rows_are_exact_copies() -> None:
+    arguments: dict[str, Any] = {"seed": 2, "n_instruments": 6, "start": "2020-01-01",
+                                 "end": "2020-06-30"}
+    clean = SyntheticMarket(**arguments).bars()
+    bars = generate_market(**arguments, duplicate_rows=5, bad_bar_rate=0.02)
+    assert len(bars) == len(clean) + 5
+    assert bars.index.is_monotonic_increasing and not bars.index.is_unique
+    assert bars.index.duplicated().sum() == 5
+    deduplicated, report = clean_bars(bars)
+    assert report.duplicated_rows == 5 and deduplicated.index.equals(clean.index)
+
+
+def test_synthetic_loader_forwards_dirty_arguments(fresh_caches: None) -> None:
+    with pytest.warns(DataQualityWarning):
+        loader = SyntheticLoader(seed=2, n_instruments=6, start="2020-01-01", end="2020-06-30",
+                                 bad_bar_rate=0.05, duplicate_rows=2)
+        report = loader.quality_report()
+    assert report is not None and report.duplicated_rows == 2
+    assert report.invalid_price_bars + report.zero_volume_bars == round(0.05 * report.rows)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,8 @@ import pandas as pd
 import pytest
 
 from taskroll.config import Settings
-from taskroll.data import SyntheticMarket
+from taskroll.data import Alpha158, SyntheticMarket
+from taskroll.data.quality import DataQualityReport
 from taskroll.errors import TaskConfigError
 from taskroll.manage import TaskManager
 from taskroll.task.gen import RollingGen, task_generator
@@ -23,6 +26,20 @@ from taskroll.train.trainer import (
     TrainerRM,
     task_train,
 )
+
+
+class QualityAlpha158(Alpha158):
+    """Alpha158 with a ``quality_report()`` (until ``DataHandlerLP`` has its own)."""
+
+    def quality_report(self) -> DataQualityReport | None:
+        return self.data_loader.quality_report()
+
+
+class BrokenQualityAlpha158(Alpha158):
+    """Alpha158 whose quality report fails."""
+
+    def quality_report(self) -> DataQualityReport | None:
+        raise RuntimeError("no report today")
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +170,46 @@ def test_pool_worker_shares_the_work(isolated_settings: Settings,
     TrainerRM(experiment_name="shared").worker()
     recorders = storing.train(tasks)
     assert len(recorders) == 2 and all(r.status == "FINISHED" for r in recorders)
+
+
+def read_artifact_text(recorder: Recorder, name: str, folder: Path) -> str:
+    path = recorder.client.download_artifacts(recorder.id, name, str(folder))
+    return Path(path).read_text(encoding="utf-8")
+
+
+def test_task_train_logs_the_data_quality_report(isolated_settings: Settings,
+                                                 tmp_path: Path) -> None:
+    market = SyntheticMarket(seed=4, n_instruments=20, start="2018-01-01", end="2020-06-30",
+                             bad_bar_rate=0.005, duplicate_rows=3)
+    path = market.save(tmp_path / "dirty.parquet")
+    task = qlib_style_task(path)
+    handler_class = Alpha158 if callable(getattr(Alpha158, "quality_report", None)) \
+        else QualityAlpha158
+    task["dataset"]["kwargs"]["handler"]["class"] = handler_class
+    recorder = task_train(task, experiment_name="quality")
+    assert recorder.status == "FINISHED"
+    assert "data_quality.json" in recorder.list_artifacts()
+    report = json.loads(read_artifact_text(recorder, "data_quality.json", tmp_path / "download"))
+    assert report["duplicated_rows"] == 3
+    assert report["invalid_price_bars"] + report["zero_volume_bars"] == round(
+        0.005 * report["rows"])
+    assert report["instruments"] == 20 and report["suspended_days"] > 0
+    assert {"constant_features", "all_nan_features"} <= set(report)
+    # the dirty bars reach no prediction as inf
+    pred = recorder.load_object("pred.pkl")
+    assert pd.api.types.is_numeric_dtype(pred.iloc[:, 0])
+    assert not pred.isin([float("inf"), float("-inf")]).any().any()
+
+
+def test_a_failing_quality_report_does_not_fail_the_training(
+        isolated_settings: Settings, market_file: tuple[Path, Any],
+        caplog: pytest.LogCaptureFixture) -> None:
+    task = qlib_style_task(market_file[0])
+    task["dataset"]["kwargs"]["handler"]["class"] = BrokenQualityAlpha158
+    with caplog.at_level(logging.WARNING, logger="taskroll.train.trainer"):
+        recorder = task_train(task, experiment_name="quality_broken")
+    assert recorder.status == "FINISHED"
+    assert "data_quality.json" not in recorder.list_artifacts()
+    assert "pred.pkl" in recorder.list_artifacts()
+    assert any("data_quality.json" in record.getMessage() and "no report today"
+               in record.getMessage() for record in caplog.records)

@@ -4,18 +4,34 @@ A panel is a frame indexed by ``(datetime, instrument)``, sorted, without
 duplicate rows. Loaders are small objects built from task cfgs; their data is
 cached per process (a bounded LRU), so several tasks run by one worker read a
 file, or generate a market, once.
+
+Bar loaders (:class:`FileLoader`, :class:`SyntheticLoader`, a :class:`StaticLoader`
+of bars) clean what they load with :func:`~taskroll.data.quality.clean_bars`:
+invalid bars become NaN, exact duplicate rows are dropped, and the problems are
+counted in a :class:`~taskroll.data.quality.DataQualityReport` (see
+:meth:`DataLoader.quality_report`), warned about once per kind when the panel is
+loaded (not on every cache hit).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from taskroll.data import cache
+from taskroll.data.quality import (
+    BAR_KINDS,
+    PRICE_COLUMNS,
+    VOLUME_COLUMN,
+    DataQualityReport,
+    clean_bars,
+    drop_duplicate_rows,
+)
 from taskroll.errors import DataError
 
 INDEX_NAMES: tuple[str, str] = ("datetime", "instrument")
@@ -35,7 +51,8 @@ def validate_panel(frame: pd.DataFrame, source: str = "panel",
     """Check and normalise a panel frame.
 
     Accepts a frame with a ``(datetime, instrument)`` MultiIndex, or with
-    ``datetime`` and ``instrument`` columns.
+    ``datetime`` and ``instrument`` columns. Exact duplicate rows (same date,
+    instrument and values) are dropped.
 
     Args:
         frame: The frame to check.
@@ -47,8 +64,15 @@ def validate_panel(frame: pd.DataFrame, source: str = "panel",
 
     Raises:
         DataError: When the index columns are missing, a date cannot be parsed, a
-            required column is missing, or a ``(datetime, instrument)`` pair repeats.
+            required column is missing, or a ``(datetime, instrument)`` pair repeats
+            with different values.
     """
+    return _validate(frame, source, required_columns)[0]
+
+
+def _validate(frame: pd.DataFrame, source: str,
+              required_columns: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """:func:`validate_panel`, also returning how many exact duplicate rows were dropped."""
     if isinstance(frame.index, pd.MultiIndex) and list(frame.index.names) == list(INDEX_NAMES):
         frame = frame.reset_index()
     missing_keys = [name for name in INDEX_NAMES if name not in frame.columns]
@@ -70,12 +94,7 @@ def validate_panel(frame: pd.DataFrame, source: str = "panel",
         raise DataError(f"{source}: the 'instrument' column has missing values")
     frame["instrument"] = frame["instrument"].astype(str)
     frame = frame.set_index(list(INDEX_NAMES)).sort_index()
-    duplicated = frame.index.duplicated()
-    if duplicated.any():
-        examples = list(frame.index[duplicated][:3])
-        raise DataError(f"{source}: {int(duplicated.sum())} duplicate (datetime, instrument) "
-                        f"row(s), e.g. {examples}; keep one row per instrument and day")
-    return frame
+    return drop_duplicate_rows(frame, source)
 
 
 def load_panel(path: str | Path, required_columns: Sequence[str] = ()) -> pd.DataFrame:
@@ -92,6 +111,11 @@ def load_panel(path: str | Path, required_columns: Sequence[str] = ()) -> pd.Dat
         DataError: When the file is missing, has an unknown suffix, cannot be parsed,
             or fails validation.
     """
+    return _read_panel(path, required_columns)[0]
+
+
+def _read_panel(path: str | Path, required_columns: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """:func:`load_panel`, also returning how many exact duplicate rows were dropped."""
     source = Path(path)
     name = source.name.lower()
     if not source.is_file():
@@ -107,7 +131,41 @@ def load_panel(path: str | Path, required_columns: Sequence[str] = ()) -> pd.Dat
         raise
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise DataError(f"cannot read panel file {source}: {error}") from error
-    return validate_panel(frame, str(source), required_columns)
+    return _validate(frame, str(source), required_columns)
+
+
+def has_bar_columns(frame: pd.DataFrame) -> bool:
+    """Whether ``frame`` holds daily bars: single-level columns with a price or ``volume``."""
+    if isinstance(frame.columns, pd.MultiIndex):
+        return False
+    return any(name in frame.columns for name in (*PRICE_COLUMNS, VOLUME_COLUMN))
+
+
+_Checked = tuple[pd.DataFrame, DataQualityReport | None]
+"""A loaded panel and its quality report (``None`` when it holds no bars)."""
+
+
+def _check_bars(frame: pd.DataFrame, source: str, duplicated_rows: int = 0) -> _Checked:
+    """Clean the bars of a validated panel, warn once per kind of problem, return both.
+
+    Args:
+        frame: A validated panel (index ``(datetime, instrument)``, sorted).
+        source: Where it came from, named in the warnings.
+        duplicated_rows: Exact duplicate rows already dropped by validation.
+
+    Returns:
+        ``(cleaned panel, report)``; ``(frame, None)`` when ``frame`` has no bar columns.
+
+    Raises:
+        DataError: When a ``(datetime, instrument)`` pair repeats with different values.
+    """
+    if not has_bar_columns(frame):
+        return frame, None
+    cleaned, report = clean_bars(frame, source)
+    if duplicated_rows:
+        report = replace(report, duplicated_rows=report.duplicated_rows + duplicated_rows)
+    report.warn(source, BAR_KINDS)
+    return cleaned, report
 
 
 def slice_panel(frame: pd.DataFrame, instruments: str | Sequence[str] = "all",
@@ -139,7 +197,8 @@ class DataLoader(ABC):
     """Something that loads a panel; built from a task cfg.
 
     Subclasses implement :meth:`load_all`; :meth:`load` slices it. ``cache_key``
-    identifies the loaded data within a process (``None``: do not cache).
+    identifies the loaded data within a process (``None``: do not cache). Bar
+    loaders also override :meth:`quality_report`.
     """
 
     @property
@@ -150,6 +209,18 @@ class DataLoader(ABC):
     @abstractmethod
     def load_all(self) -> pd.DataFrame:
         """Return the whole panel, sorted; treat it as read-only."""
+
+    def quality_report(self) -> DataQualityReport | None:
+        """Return the data quality report of the whole panel (loading it if needed).
+
+        Returns:
+            The report, or ``None`` when the loaded frame holds no bars (e.g.
+            precomputed features) or the loader does not check its data.
+
+        Raises:
+            DataError: When the data cannot be loaded.
+        """
+        return None
 
     def load(self, instruments: str | Sequence[str] = "all", start_time: Any = None,
              end_time: Any = None) -> pd.DataFrame:
@@ -180,8 +251,9 @@ class DataLoader(ABC):
 class FileLoader(DataLoader):
     """Loads bars from a CSV or Parquet panel file (see :func:`load_panel`).
 
-    The file is read once per process while its size and modification time stay
-    the same.
+    The file is read, and its bars cleaned (see :func:`~taskroll.data.quality.clean_bars`),
+    once per process while its size and modification time stay the same; the
+    :class:`~taskroll.errors.DataQualityWarning` s are issued then.
 
     Args:
         path: The panel file.
@@ -202,26 +274,41 @@ class FileLoader(DataLoader):
             return None
         return ("file", str(source), stat.st_size, stat.st_mtime_ns, self.required_columns)
 
+    def _checked(self) -> _Checked:
+        key = self.cache_key
+        if key is None:
+            raise DataError(f"panel file {self.path} does not exist")
+
+        def build() -> _Checked:
+            frame, duplicated_rows = _read_panel(self.path, self.required_columns)
+            return _check_bars(frame, self.path, duplicated_rows)
+
+        checked: _Checked = cache.PANEL_CACHE.get_or_build(key, build)
+        return checked
+
     def load_all(self) -> pd.DataFrame:
-        """Return the whole file's panel (cached).
+        """Return the whole file's panel, invalid bars blanked (cached).
 
         Raises:
             DataError: When the file is missing or malformed.
         """
-        key = self.cache_key
-        if key is None:
-            raise DataError(f"panel file {self.path} does not exist")
-        frame: pd.DataFrame = cache.PANEL_CACHE.get_or_build(
-            key, lambda: load_panel(self.path, self.required_columns))
-        return frame
+        return self._checked()[0]
+
+    def quality_report(self) -> DataQualityReport | None:
+        """Return the file's data quality report (``None`` when it holds no bars).
+
+        Raises:
+            DataError: When the file is missing or malformed.
+        """
+        return self._checked()[1]
 
 
 class SyntheticLoader(DataLoader):
-    """Loads bars from the seeded synthetic market (generated once per process).
+    """Loads bars from the seeded synthetic market (generated and cleaned once per process).
 
     Args:
         **market_kwargs: Keyword arguments of :class:`~taskroll.data.synthetic.SyntheticMarket`
-            (``seed``, ``n_instruments``, ``start``, ``end``, ...).
+            (``seed``, ``n_instruments``, ``start``, ``end``, ``bad_bar_rate``, ...).
     """
 
     def __init__(self, **market_kwargs: Any) -> None:
@@ -233,39 +320,65 @@ class SyntheticLoader(DataLoader):
         return ("synthetic", tuple(sorted((name, repr(value))
                                           for name, value in self.market_kwargs.items())))
 
+    def _checked(self) -> _Checked:
+        from taskroll.data.synthetic import SyntheticMarket
+
+        def build() -> _Checked:
+            try:
+                market = SyntheticMarket(**self.market_kwargs)
+            except TypeError as error:
+                raise DataError(f"invalid SyntheticMarket arguments: {error}") from error
+            arguments = ", ".join(f"{name}={value!r}"
+                                  for name, value in self.market_kwargs.items())
+            return _check_bars(market.bars(), f"SyntheticLoader({arguments})")
+
+        checked: _Checked = cache.PANEL_CACHE.get_or_build(self.cache_key, build)
+        return checked
+
     def load_all(self) -> pd.DataFrame:
-        """Return the whole generated panel (cached).
+        """Return the whole generated panel, invalid bars blanked (cached).
 
         Raises:
             DataError: For invalid market arguments.
         """
-        from taskroll.data.synthetic import SyntheticMarket
+        return self._checked()[0]
 
-        def build() -> pd.DataFrame:
-            try:
-                return SyntheticMarket(**self.market_kwargs).bars()
-            except TypeError as error:
-                raise DataError(f"invalid SyntheticMarket arguments: {error}") from error
+    def quality_report(self) -> DataQualityReport | None:
+        """Return the generated panel's data quality report.
 
-        frame: pd.DataFrame = cache.PANEL_CACHE.get_or_build(self.cache_key, build)
-        return frame
+        Raises:
+            DataError: For invalid market arguments.
+        """
+        return self._checked()[1]
 
 
 class StaticLoader(DataLoader):
     """Serves a frame given in memory (e.g. precomputed features), as Qlib's StaticDataLoader.
 
+    A frame of bars (single-level columns with prices or volume) is cleaned on
+    construction, as :class:`FileLoader` cleans a file; other frames are served as given.
+
     Args:
         frame: A panel indexed by ``(datetime, instrument)`` (sorted on construction),
             or a path to a CSV/Parquet panel.
+
+    Raises:
+        DataError: When the frame is not indexed by ``(datetime, instrument)``, the file
+            cannot be read, or a ``(datetime, instrument)`` pair repeats with different values.
     """
 
     def __init__(self, frame: pd.DataFrame | str | Path) -> None:
+        duplicated_rows = 0
+        source = "StaticLoader frame"
         if isinstance(frame, (str, Path)):
-            frame = load_panel(frame)
+            source = str(frame)
+            frame, duplicated_rows = _read_panel(frame, ())
         elif not (isinstance(frame.index, pd.MultiIndex)
                   and list(frame.index.names) == list(INDEX_NAMES)):
             raise DataError("StaticLoader needs a frame indexed by (datetime, instrument)")
-        self.frame = frame.sort_index()
+        else:
+            frame = frame.sort_index()
+        self.frame, self._report = _check_bars(frame, source, duplicated_rows)
 
     @property
     def cache_key(self) -> Hashable | None:
@@ -275,3 +388,7 @@ class StaticLoader(DataLoader):
     def load_all(self) -> pd.DataFrame:
         """Return the frame."""
         return self.frame
+
+    def quality_report(self) -> DataQualityReport | None:
+        """Return the quality report of the bars (``None`` when the frame holds no bars)."""
+        return self._report

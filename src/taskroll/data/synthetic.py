@@ -18,7 +18,10 @@ What makes it realistic:
 * listings after the start, delistings before the end, and suspension
   episodes (rows absent); the price gap over a suspension shows on resumption;
 * an adjustment ``factor`` that steps at rare corporate events (prices and
-  volumes are stored adjusted, as in Qlib's data).
+  volumes are stored adjusted, as in Qlib's data);
+* on request, dirty data as real vendors deliver it: bad bars (zero, negative or
+  missing prices, zero volume) and exact duplicate rows, planted from a random
+  stream of their own so that the clean bars do not change.
 """
 
 from __future__ import annotations
@@ -115,9 +118,18 @@ class SyntheticMarket:
         listing_fraction: Share of instruments listed after the first day.
         delisting_fraction: Share of instruments delisted before the last day.
         suspension_rate: Mean number of suspension episodes per instrument-year.
+        bad_bar_rate: Share of the rows made bad, in ``[0, 1)``: in turn a zero price,
+            a negative price, a missing (NaN) price, and a zero volume (the price is
+            one of ``open, high, low, close, vwap``, drawn at random).
+        duplicate_rows: Number of rows repeated exactly (same index and values), so
+            that :meth:`bars` has repeated ``(datetime, instrument)`` pairs.
+
+    Planted bad bars and duplicates come from their own random stream: the other
+    rows, and every row with the defaults, are the same as without them.
 
     Raises:
-        DataError: For a non-positive size or an empty date range.
+        DataError: For a non-positive size, an empty date range, a ``bad_bar_rate``
+            outside ``[0, 1)`` or a negative ``duplicate_rows``.
     """
 
     def __init__(self, seed: int = 0, n_instruments: int = 300,
@@ -126,9 +138,14 @@ class SyntheticMarket:
                  n_styles: int = 3, holidays_per_year: int = 8, market_vol: float = 0.011,
                  idio_vol: float = 0.017, signal_strength: float = 1.0,
                  listing_fraction: float = 0.2, delisting_fraction: float = 0.1,
-                 suspension_rate: float = 0.6) -> None:
+                 suspension_rate: float = 0.6, bad_bar_rate: float = 0.0,
+                 duplicate_rows: int = 0) -> None:
         if n_instruments < 1:
             raise DataError(f"n_instruments must be at least 1, got {n_instruments}")
+        if not 0.0 <= bad_bar_rate < 1.0:
+            raise DataError(f"bad_bar_rate must be in [0, 1), got {bad_bar_rate}")
+        if duplicate_rows < 0:
+            raise DataError(f"duplicate_rows must be >= 0, got {duplicate_rows}")
         if n_sectors < 1 or n_styles < 0:
             raise DataError("n_sectors must be >= 1 and n_styles >= 0")
         self.seed = int(seed)
@@ -144,6 +161,8 @@ class SyntheticMarket:
         self.listing_fraction = listing_fraction
         self.delisting_fraction = delisting_fraction
         self.suspension_rate = suspension_rate
+        self.bad_bar_rate = float(bad_bar_rate)
+        self.duplicate_rows = int(duplicate_rows)
         self.calendar: pd.DatetimeIndex = trading_calendar(seed, start, end, holidays_per_year)
         self.instruments: list[str] = [f"SH{600000 + i}" for i in range(self.n_instruments)]
         self._bars: pd.DataFrame | None = None
@@ -158,7 +177,9 @@ class SyntheticMarket:
         Returns:
             A frame indexed by ``(datetime, instrument)``, sorted, with float columns
             ``open, high, low, close, volume, vwap, factor``. Rows are absent on days an
-            instrument is not listed or is suspended. Treat it as read-only.
+            instrument is not listed or is suspended. With ``bad_bar_rate`` some bars
+            are invalid; with ``duplicate_rows`` some rows appear twice. Treat it as
+            read-only.
         """
         if self._bars is None:
             self._bars = self._generate()
@@ -206,7 +227,34 @@ class SyntheticMarket:
                       + styles @ loadings.T + idio)
         log_return = np.clip(log_return, -0.25, 0.25)
         alive = self._alive_mask(rng, days, count)
-        return self._bars_from_returns(rng, log_return, idio_sd, alive)
+        bars = self._bars_from_returns(rng, log_return, idio_sd, alive)
+        if self.bad_bar_rate > 0.0 or self.duplicate_rows > 0:
+            bars = self._dirty(bars)
+        return bars
+
+    def _dirty(self, bars: pd.DataFrame) -> pd.DataFrame:
+        """Plant bad bars and exact duplicate rows, drawn from a stream of their own."""
+        rng = np.random.default_rng([self.seed, 0xBAD])
+        rows = len(bars)
+        bad_count = min(round(self.bad_bar_rate * rows), rows)
+        if bad_count:
+            chosen = np.sort(rng.choice(rows, size=bad_count, replace=False))
+            kind = rng.permutation(bad_count) % 4  # zero, negative, NaN price; zero volume
+            prices = np.array([BAR_COLUMNS.index(name)
+                               for name in ("open", "high", "low", "close", "vwap")])
+            price_column = prices[rng.integers(0, prices.size, bad_count)]
+            values = bars.to_numpy(copy=True)
+            picked = values[chosen, price_column]
+            values[chosen, price_column] = np.select(
+                [kind == 0, kind == 1, kind == 2], [0.0, -picked, np.nan], picked)
+            volume = BAR_COLUMNS.index("volume")
+            values[chosen[kind == 3], volume] = 0.0
+            bars = pd.DataFrame(values, index=bars.index, columns=bars.columns)
+        if self.duplicate_rows and rows:
+            repeated = rng.choice(rows, size=self.duplicate_rows, replace=True)
+            order = np.sort(np.r_[np.arange(rows), repeated], kind="stable")
+            bars = bars.iloc[order]
+        return bars
 
     def _factor_returns(self, rng: np.random.Generator, days: int) -> tuple[np.ndarray, np.ndarray]:
         """GARCH(1, 1) paths for market, sector and style factors: (days, factors)."""

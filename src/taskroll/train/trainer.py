@@ -15,9 +15,12 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import socket
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -30,6 +33,8 @@ from taskroll.train.recorder import Recorder
 logger = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "workflow"
 RECORD_MODULE = "taskroll.train.record"
+QUALITY_ARTIFACT = "data_quality.json"
+"""Artifact holding the dataset handler's data quality report (JSON)."""
 TrainFunction = Callable[..., Recorder]
 
 
@@ -51,10 +56,35 @@ def _build_record(config: Any, recorder: Recorder, model: Any, dataset: Any,
                                    recorder=recorder)
 
 
+def _log_data_quality(recorder: Recorder, dataset: Any) -> None:
+    """Save ``dataset.handler.quality_report().to_dict()`` as :data:`QUALITY_ARTIFACT`.
+
+    Skipped when the handler has no such method or it returns ``None``; a failure
+    is logged as a warning and never fails the training.
+    """
+    try:
+        quality_report = getattr(getattr(dataset, "handler", None), "quality_report", None)
+        if not callable(quality_report):
+            return
+        report = quality_report()
+        to_dict = getattr(report, "to_dict", None)
+        if not callable(to_dict):
+            return
+        text = json.dumps(to_dict(), indent=2, sort_keys=True)
+        with tempfile.TemporaryDirectory(prefix="taskroll-quality-") as staging:
+            path = Path(staging) / QUALITY_ARTIFACT
+            path.write_text(text, encoding="utf-8")
+            recorder.save_objects(local_path=path)
+    except Exception as error:  # a report is a courtesy: never fail the training for it
+        logger.warning("could not log %s for run %s: %s: %s", QUALITY_ARTIFACT, recorder.id,
+                       type(error).__name__, error)
+
+
 def _exe_task(task_config: Mapping[str, Any]) -> None:
     recorder = R.get_recorder()
     model = init_instance_by_config(task_config["model"], where="task.model")
     dataset = init_instance_by_config(task_config["dataset"], where="task.dataset")
+    _log_data_quality(recorder, dataset)
     reweighter = task_config.get("reweighter")
     if reweighter is not None:
         model.fit(dataset, reweighter=init_instance_by_config(reweighter, where="task.reweighter"))
@@ -80,8 +110,9 @@ def task_train(task_config: Mapping[str, Any], experiment_name: str,
         recorder_name: Optional run name.
 
     Returns:
-        The finished recorder, with ``task``, ``params.pkl``, ``dataset`` and the
-        records' artifacts (e.g. ``pred.pkl``, ``label.pkl``, IC metrics).
+        The finished recorder, with ``task``, ``params.pkl``, ``dataset``,
+        ``data_quality.json`` (when the dataset's handler has a ``quality_report()``)
+        and the records' artifacts (e.g. ``pred.pkl``, ``label.pkl``, IC metrics).
 
     Raises:
         TaskConfigError: When a cfg of the task cannot be built; the run ends ``FAILED``.
