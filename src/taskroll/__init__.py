@@ -13,6 +13,8 @@ from taskroll.config import Settings, get_settings, init
 from taskroll.errors import (
     CalendarError,
     DataError,
+    DataQualityWarning,
+    LookAheadWarning,
     MissingDependencyError,
     PickleNotAllowedError,
     QueryError,
@@ -23,6 +25,7 @@ from taskroll.errors import (
     StoreError,
     TaskConfigError,
     TaskrollError,
+    TaskrollWarning,
     UnknownPoolError,
 )
 from taskroll.status import Status
@@ -53,10 +56,11 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "CalendarError", "DataError", "MissingDependencyError", "PickleNotAllowedError",
+    "CalendarError", "DataError", "DataQualityWarning", "LookAheadWarning",
+    "MissingDependencyError", "PickleNotAllowedError",
     "QueryError", "RecorderError", "SerializationError", "Settings", "Status",
     "StatusTransitionError", "StoreConnectionError", "StoreError", "TaskConfigError",
-    "TaskrollError", "UnknownPoolError", "__version__", "get_settings", "init",
+    "TaskrollError", "TaskrollWarning", "UnknownPoolError", "__version__", "get_settings", "init",
     *sorted(_LAZY),
 ]
 

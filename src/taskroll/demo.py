@@ -130,6 +130,14 @@ def model_configs(sizes: DemoSizes) -> list[dict[str, Any]]:
     ]
 
 
+INFER_PROCESSORS: list[dict[str, Any]] = [
+    {"class": "ProcessInf", "kwargs": {}},
+    {"class": "CSZScoreNorm", "kwargs": {"fields_group": "feature"}},
+    {"class": "Fillna", "kwargs": {"fields_group": "feature"}},
+]
+"""Per-day feature normalisation for the linear model (Alpha158's default, as Qlib's, is none)."""
+
+
 def task_template(data_path: Path, calendar: pd.DatetimeIndex, n_windows: int,
                   sizes: DemoSizes) -> Task:
     """Build the Qlib-style template whose test segment is the whole rolling test period.
@@ -164,6 +172,7 @@ def task_template(data_path: Path, calendar: pd.DatetimeIndex, n_windows: int,
                     "kwargs": {"start_time": train[0], "end_time": test[1],
                                "fit_start_time": train[0], "fit_end_time": train[1],
                                "instruments": "all", "windows": list(sizes.windows),
+                               "infer_processors": INFER_PROCESSORS,
                                "data_loader": {"class": "FileLoader",
                                                "module_path": "taskroll.data.loader",
                                                "kwargs": {"path": str(data_path)}}},

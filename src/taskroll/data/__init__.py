@@ -33,6 +33,7 @@ from taskroll.data.processors import (
     RobustZScoreNorm,
     ZScoreNorm,
 )
+from taskroll.data.quality import DataQualityReport, clean_bars
 from taskroll.data.synthetic import SyntheticMarket, generate_market, trading_calendar
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "CSZScoreNorm",
     "DataHandlerLP",
     "DataLoader",
+    "DataQualityReport",
     "DatasetH",
     "DropnaFeature",
     "DropnaLabel",
@@ -56,6 +58,7 @@ __all__ = [
     "SyntheticMarket",
     "ZScoreNorm",
     "alpha158_names",
+    "clean_bars",
     "clear_caches",
     "clear_feature_cache",
     "compute_alpha158",
