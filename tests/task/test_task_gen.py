@@ -24,6 +24,11 @@ from taskroll.task.spec import canonical_json
 
 T = pd.Timestamp
 
+# The template's handler ("Alpha") declares no label horizon, so RollingGen warns that it
+# cannot derive the label gap; these tests pin the behaviour without one (see
+# test_rolling_leakage.py for the gap and the warning itself).
+pytestmark = pytest.mark.filterwarnings("ignore::taskroll.errors.LookAheadWarning")
+
 # 30 weekdays: Mon 2024-01-01 .. Fri 2024-02-09 (six full weeks).
 CALENDAR = weekday_calendar("2024-01-01", "2024-02-09")
 
@@ -105,13 +110,15 @@ def test_open_test_end_runs_to_calendar_end() -> None:
 
 
 def test_trunc_days() -> None:
+    # each segment ends 2 trading days before the next one starts: train before valid
+    # (Qlib only cuts relative to the test start, which left train ending on 01-12)
     tasks = RollingGen(step=5, trunc_days=2, calendar=CALENDAR).generate(make_template())
     assert [segments_of(task) for task in tasks] == [
-        {"train": seg("2024-01-01", "2024-01-12"), "valid": seg("2024-01-15", "2024-01-18"),
+        {"train": seg("2024-01-01", "2024-01-11"), "valid": seg("2024-01-15", "2024-01-18"),
          "test": seg("2024-01-22", "2024-01-26")},
-        {"train": seg("2024-01-01", "2024-01-19"), "valid": seg("2024-01-22", "2024-01-25"),
+        {"train": seg("2024-01-01", "2024-01-18"), "valid": seg("2024-01-22", "2024-01-25"),
          "test": seg("2024-01-29", "2024-02-02")},
-        {"train": seg("2024-01-01", "2024-01-26"), "valid": seg("2024-01-29", "2024-02-01"),
+        {"train": seg("2024-01-01", "2024-01-25"), "valid": seg("2024-01-29", "2024-02-01"),
          "test": seg("2024-02-05", "2024-02-09")},
     ]
 
