@@ -16,6 +16,7 @@ import yaml
 
 from taskroll.config import Settings
 from taskroll.online.cli import add_online_parser, main, run_online
+from taskroll.online.strategy import RollingStrategy
 
 
 def _write_config(tmp_path: Path, template: dict[str, Any], trainer: str) -> Path:
@@ -91,3 +92,18 @@ def test_routine_first_call_in_a_subprocess(tmp_path: Path,
     assert "routine 2019-08-01" in result.stdout
     signals = pd.read_parquet(tmp_path / "out" / "signals.parquet")
     assert signals.index.get_level_values("datetime").max() == pd.Timestamp("2019-08-01")
+
+
+def test_rolling_settings_reach_the_generator(tmp_path: Path) -> None:
+    """A period step, the horizon and the refit flag pass from the config to RollingGen."""
+    from taskroll.online.cli import build_manager
+
+    config = {"experiment": "periods", "task_url": f"sqlite:///{tmp_path / 'tasks.db'}",
+              "tracking_uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "trainer": "TrainerR",
+              "rolling": {"step": "M", "label_horizon": 5, "refit_per_roll": False},
+              "task_template": {"model": {}, "dataset": {}}}
+    manager = build_manager(config, begin_time="2020-01-02")
+    strategy = manager.strategies[0]
+    assert isinstance(strategy, RollingStrategy)
+    generator = strategy.rg
+    assert (generator.step, generator.label_horizon, generator.refit_per_roll) == ("M", 5, False)

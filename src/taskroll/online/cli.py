@@ -16,9 +16,11 @@ Example ``online.yaml`` (relative paths are read from the config's folder)::
     task_pool: rolling_linear_pool        # optional, for the pool trainers
     begin_time: 2019-08-01
     rolling:
-      step: 20
+      step: 20                            # trading days, or W / M / Q / Y (calendar periods)
       rtype: expanding                    # or sliding
       calendar: bars.parquet              # a file of dates / a bar panel, or e.g. XSHG
+      # trunc_days: derived from the handler's label horizon (label_horizon: to set it);
+      # refit_per_roll: true (fit ranges follow each train segment)
     task_template:
       model: {class: LinearModel, module_path: taskroll.models.linear}
       dataset:
@@ -175,9 +177,12 @@ def build_manager(config: Mapping[str, Any], begin_time: Any = None) -> OnlineMa
     types = {"expanding": RollingGen.ROLL_EX, "sliding": RollingGen.ROLL_SD}
     if rtype not in types:
         raise OnlineConfigError(f"rolling.rtype must be 'expanding' or 'sliding', got {rtype!r}")
-    generator = RollingGen(step=int(rolling.get("step", 40)), rtype=types[rtype],
+    generator = RollingGen(step=rolling.get("step", 40), rtype=types[rtype],
                            trunc_days=rolling.get("trunc_days"),
-                           calendar=rolling.get("calendar"))
+                           calendar=rolling.get("calendar"),
+                           label_horizon=rolling.get("label_horizon"),
+                           allow_label_leak=bool(rolling.get("allow_label_leak", False)),
+                           refit_per_roll=bool(rolling.get("refit_per_roll", True)))
     strategy = RollingStrategy(str(config["experiment"]), config["task_template"], generator)
     begin = begin_time if begin_time is not None else config.get("begin_time")
     return OnlineManager(strategy, trainer=_trainer(config), begin_time=begin)
