@@ -14,6 +14,7 @@ check:
 bench:
 	.venv/bin/python benchmarks/pool_throughput.py
 	.venv/bin/python benchmarks/ensemble.py
+	.venv/bin/python benchmarks/features.py
 
 clean:
 	rm -rf demo_output .pytest_cache .mypy_cache .ruff_cache

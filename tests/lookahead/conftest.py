@@ -3,7 +3,6 @@ listings, delistings and bad bars."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,15 +13,11 @@ def dirty_bars(seed: int = 11, n_instruments: int = 30, start: str = "2019-01-01
                end: str = "2021-06-30") -> pd.DataFrame:
     """Bars with frequent suspensions (gaps), late listings, delistings and bad bars."""
     market = SyntheticMarket(seed=seed, n_instruments=n_instruments, start=start, end=end,
-                             suspension_rate=4.0, listing_fraction=0.3, delisting_fraction=0.2)
-    bars = market.bars().copy()
-    rng = np.random.default_rng(seed)
-    bad = rng.random(len(bars)) < 0.004
-    kinds = rng.integers(0, 4, len(bars))
-    bars.loc[bad & (kinds == 0), "volume"] = 0.0
-    bars.loc[bad & (kinds == 1), "open"] = 0.0
-    bars.loc[bad & (kinds == 2), "close"] = -1.0
-    bars.loc[bad & (kinds == 3), "high"] = np.nan
+                             suspension_rate=4.0, listing_fraction=0.3, delisting_fraction=0.2,
+                             bad_bar_rate=0.004)
+    bars = market.bars()
+    prices = bars[["open", "high", "low", "close", "vwap"]]
+    assert ((prices <= 0) | prices.isna()).any(axis=1).sum() > 0, "the market has bad bars"
     return bars
 
 
