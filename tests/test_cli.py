@@ -145,3 +145,36 @@ def test_missing_or_broken_online_module_leaves_the_rest_working(
         assert cli.main(["online", "simulate", "--config", "x"]) == 2
         assert reason in capsys.readouterr().err
         assert cli.main(["--url", f"sqlite:///{tmp_path / 'empty.db'}", "list"]) == 0
+
+
+def test_worker_records_a_task_that_imports_broken_code(tmp_path: Path) -> None:
+    (tmp_path / "broken_model.py").write_text("def fit(:\n")
+    (tmp_path / "my_tasks.py").write_text(
+        "import importlib\n\n\n"
+        "def run(task, **options):\n"
+        "    return importlib.import_module(task['module_path']).__name__\n")
+    url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    with TaskManager("broken", store=url, max_attempts=1) as manager:
+        manager.create_task([{"module_path": "broken_model"}, {"module_path": "json"}])
+    result = subprocess.run(
+        [sys.executable, "-m", "taskroll", "worker", "-t", "broken", "--url", url,
+         "--func", "my_tasks:run", "--once"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=180, check=False,
+        env={**{key: value for key, value in os.environ.items()
+                if not key.startswith("TASKROLL_")}, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "1 task(s) done, 3 failed" in result.stdout  # three attempts, the default
+    assert "Traceback" not in result.stderr
+    with TaskManager("broken", store=url) as manager:
+        failed = next(manager.query({"status": "failed"}))
+        assert failed["error"]["kind"] == "task raised"
+        assert failed["error"]["message"].startswith("SyntaxError")
+        assert "broken_model.py" in failed["error"]["traceback"]
+
+
+def test_worker_reports_a_store_that_fails_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "not-a-db"
+    broken.write_bytes(b"\x00" * 4096)
+    result = taskroll_command("worker", "-t", "x", "--url", f"sqlite:///{broken}", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "not-a-db" in result.stderr

@@ -3,13 +3,15 @@
 Sub-commands:
 
 * the pool commands of :mod:`taskroll.manage_cli` under their Qlib names (``list``,
-  ``task_stat``, ``query``, ``wait``, ``reset_waiting``, ``remove``, ``prioritize``);
+  ``task_stat``, ``query``, ``wait``, ``reset_waiting``, ``remove``, ``prioritize``), and
+  ``retry`` (failed tasks back to waiting);
 * ``worker``: run N worker processes on a pool (``run_task`` with ``task_train`` by default);
+  each drains the pool, waiting for tasks other workers still run (``--once``: it does not);
 * ``demo``: the end-to-end demo (:func:`taskroll.demo.run_demo`);
 * ``online``: online serving, from :mod:`taskroll.online.cli` when it is installed.
 
 ``-t/--task-pool``, ``--url`` and ``--db-name`` may come before or after the command.
-Errors print one line on stderr and exit with status 2.
+Errors, bad arguments included, print one line on stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import multiprocessing
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
@@ -26,7 +27,15 @@ from typing import Any
 import taskroll
 from taskroll.errors import TaskrollError, UnknownPoolError
 from taskroll.manage import TaskManager, run_task
-from taskroll.manage_cli import COMMANDS, _parse_json_query, add_pool_arguments, run_command
+from taskroll.manage_cli import (
+    COMMANDS,
+    OneLineParser,
+    _parse_json_query,
+    add_pool_arguments,
+    report_errors,
+    run_command,
+)
+from taskroll.manage_failure import TASK_RAISED, describe
 
 DEFAULT_FUNC = "taskroll.train.trainer:task_train"
 DEFAULT_END_FUNC = "taskroll.train.trainer:end_task_train"
@@ -73,11 +82,12 @@ def _manage_subparsers() -> tuple[dict[str, argparse.ArgumentParser], dict[str, 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``taskroll`` command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="taskroll", description="Generate, store, train, collect and serve rolling tasks.")
     add_pool_arguments(parser)
     parser.add_argument("--version", action="version", version=f"taskroll {taskroll.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: argparse._SubParsersAction[Any] = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND")
     pool_parent = _pool_parent()
     manage_parsers, manage_helps = _manage_subparsers()
     for name in COMMANDS:
@@ -97,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--force-release", action="store_true",
                         help="run each task in a fresh process")
     worker.add_argument("--query", default=None, help="JSON filter of the tasks to take")
+    worker.add_argument("--once", action="store_true",
+                        help="exit as soon as nothing is waiting, without waiting for tasks "
+                             "other workers are running (their tasks come back if they die)")
 
     demo = commands.add_parser("demo", help="run the end-to-end rolling demo")
     demo.add_argument("--output", default="taskroll_demo", help="output folder (taskroll_demo)")
@@ -126,8 +139,9 @@ def load_function(spec: str) -> Callable[..., Any]:
         raise TaskrollError(f"--func must look like 'package.module:function', got {spec!r}")
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise TaskrollError(f"--func {spec!r}: cannot import {module_name!r}: {error}") from error
+    except Exception as error:  # ImportError, or a SyntaxError / any error in the module
+        raise TaskrollError(
+            f"--func {spec!r}: cannot import {module_name!r}: {describe(error)}") from error
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise TaskrollError(f"--func {spec!r}: {module_name!r} has no {attribute!r}")
@@ -151,10 +165,10 @@ class _CountingManager(TaskManager):
         self.done += int(committed)
         return committed
 
-    def fail_task(self, task: Mapping[str, Any], error: str,
-                  status: str = TaskManager.STATUS_WAITING) -> str:
+    def fail_task(self, task: Mapping[str, Any], error: str | BaseException,
+                  status: str = TaskManager.STATUS_WAITING, kind: str = TASK_RAISED) -> str:
         self.failed += 1
-        return super().fail_task(task, error, status=status)
+        return super().fail_task(task, error, status=status, kind=kind)
 
 
 def _worker_main(number: int, options: dict[str, Any], results: Any) -> None:
@@ -163,10 +177,14 @@ def _worker_main(number: int, options: dict[str, Any], results: Any) -> None:
     function = load_function(options["func"])
     manager = _CountingManager(options["task_pool"])
     with manager:
-        ran = run_task(function, manager, query=options["query"],
-                       force_release=options["force_release"],
-                       before_status=options["before_status"],
-                       experiment_name=options["experiment"])
+        try:
+            ran = run_task(function, manager, query=options["query"],
+                           force_release=options["force_release"],
+                           before_status=options["before_status"], once=options["once"],
+                           experiment_name=options["experiment"])
+        except TaskrollError as error:  # reported by the parent in one line
+            results.put({"worker": number, "error": describe(error)})
+            return
         results.put({"worker": number, "pid": multiprocessing.current_process().pid, "ran": ran,
                      "done": manager.done, "failed": manager.failed,
                      "seconds": time.perf_counter() - begun})
@@ -190,7 +208,7 @@ def run_worker(arguments: argparse.Namespace) -> int:
     options = {"task_pool": pool, "func": arguments.func or default,
                "query": _parse_json_query(arguments.query),
                "force_release": arguments.force_release,
-               "before_status": arguments.before_status,
+               "before_status": arguments.before_status, "once": arguments.once,
                "experiment": arguments.experiment or pool}
     load_function(options["func"])  # fail here, once, rather than in every worker
     with TaskManager(pool) as manager:
@@ -219,6 +237,10 @@ def run_worker(arguments: argparse.Namespace) -> int:
     status = 0
     for number, process in enumerate(processes):
         summary = summaries.get(number)
+        if summary is not None and "error" in summary:
+            print(f"worker {number}: stopped: {summary['error']}")
+            status = 1
+            continue
         if summary is None or process.exitcode != 0:
             print(f"worker {number}: exited with status {process.exitcode}")
             status = 1
@@ -264,11 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in _POOL_DESTS:
         if not hasattr(arguments, name):
             setattr(arguments, name, None)
-    try:
-        if arguments.url or arguments.db_name:
-            # exported to the environment too, so spawned workers use the same store
-            taskroll.init(task_url=arguments.url, task_db_name=arguments.db_name)
-        return dispatch(arguments)
-    except (TaskrollError, TimeoutError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return report_errors(_init_and_dispatch, arguments)
+
+
+def _init_and_dispatch(arguments: argparse.Namespace) -> int:
+    if arguments.url or arguments.db_name:
+        # exported to the environment too, so spawned workers use the same store
+        taskroll.init(task_url=arguments.url, task_db_name=arguments.db_name)
+    return dispatch(arguments)

@@ -3,20 +3,80 @@
 There is exactly one settings object, :data:`settings`, changed only through
 :func:`init`. Values come from the arguments of :func:`init`, else from the
 environment (``TASKROLL_TASK_URL``, ``TASKROLL_TASK_DB_NAME``,
-``TASKROLL_TRACKING_URI``), else from defaults that keep everything in the
-working directory: ``sqlite:///taskroll.db`` for tasks and
-``sqlite:///mlruns.db`` for MLflow.
+``TASKROLL_TRACKING_URI``, ``TASKROLL_LEASE_SECONDS``, ``TASKROLL_MAX_ATTEMPTS``),
+else from defaults that keep everything in the working directory:
+``sqlite:///taskroll.db`` for tasks and ``sqlite:///mlruns.db`` for MLflow.
+
+Numbers are checked where they enter: :func:`init` and :class:`taskroll.manage.TaskManager`
+raise :class:`~taskroll.errors.TaskConfigError` naming the setting and the value. A bad
+environment variable is kept as text and reported when the setting is used (by
+:meth:`Settings.checked_lease_seconds` / :meth:`Settings.checked_max_attempts`), so it
+never breaks ``import taskroll`` or commands that do not need it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from taskroll.errors import TaskConfigError
+
 DEFAULT_TASK_DB_NAME = "taskroll"
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 3
+#: Longest lease accepted: a year. Longer ones overflow date arithmetic in some stores.
+MAX_LEASE_SECONDS = 365 * 24 * 3600.0
+#: Most attempts accepted (a 32-bit signed integer, what every store can count to).
+MAX_ATTEMPTS_LIMIT = 2**31 - 1
+
+
+def check_lease_seconds(value: object, name: str = "lease_seconds") -> float:
+    """Return ``value`` as a lease length in seconds, or raise naming ``name``.
+
+    Args:
+        value: A number, or its text (from the environment).
+        name: The setting's name in the message (an argument or an environment variable).
+
+    Raises:
+        TaskConfigError: Unless the value is a finite number in ``(0, MAX_LEASE_SECONDS]``.
+    """
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        raise TaskConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_LEASE_SECONDS:
+        raise TaskConfigError(
+            f"{name} must be a finite number of seconds > 0 and <= {MAX_LEASE_SECONDS:g}, "
+            f"got {value!r}")
+    return seconds
+
+
+def check_max_attempts(value: object, name: str = "max_attempts") -> int:
+    """Return ``value`` as a number of attempts, or raise naming ``name``.
+
+    Args:
+        value: An integer, or its text (from the environment).
+        name: The setting's name in the message.
+
+    Raises:
+        TaskConfigError: Unless the value is a whole number in ``[1, MAX_ATTEMPTS_LIMIT]``.
+    """
+    attempts: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        attempts = value
+    elif isinstance(value, str):
+        try:
+            attempts = int(value.strip())
+        except ValueError:
+            attempts = None
+    if attempts is None or not 1 <= attempts <= MAX_ATTEMPTS_LIMIT:
+        raise TaskConfigError(
+            f"{name} must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, got {value!r}")
+    return attempts
 
 
 @dataclass(frozen=True)
@@ -31,16 +91,18 @@ class Settings:
             working directory.
         artifact_root: Where MLflow artifacts of new experiments go; ``None`` means
             ``mlruns/`` beside the tracking database.
-        lease_seconds: How long a fetched task stays claimed without a heartbeat.
-        max_attempts: Fetches (including crashed ones) after which a task is ``failed``.
+        lease_seconds: How long a fetched task stays claimed without a heartbeat (text when
+            it came from ``TASKROLL_LEASE_SECONDS``; checked when used).
+        max_attempts: Failed attempts after which a task is ``failed`` (text when it came
+            from ``TASKROLL_MAX_ATTEMPTS``; checked when used).
     """
 
     task_url: str | None = None
     task_db_name: str = DEFAULT_TASK_DB_NAME
     tracking_uri: str | None = None
     artifact_root: str | None = None
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    lease_seconds: float | str = DEFAULT_LEASE_SECONDS
+    max_attempts: int | str = DEFAULT_MAX_ATTEMPTS
     extra: dict[str, object] = field(default_factory=dict)
 
     def resolved_task_url(self) -> str:
@@ -55,17 +117,38 @@ class Settings:
             return self.tracking_uri
         return f"sqlite:///{Path.cwd() / 'mlruns.db'}"
 
+    def checked_lease_seconds(self) -> float:
+        """Return the lease length.
+
+        Raises:
+            TaskConfigError: When it is not a finite number of seconds > 0.
+        """
+        text = isinstance(self.lease_seconds, str)
+        return check_lease_seconds(self.lease_seconds,
+                                   "TASKROLL_LEASE_SECONDS" if text else "lease_seconds")
+
+    def checked_max_attempts(self) -> int:
+        """Return the number of attempts.
+
+        Raises:
+            TaskConfigError: When it is not a whole number >= 1.
+        """
+        text = isinstance(self.max_attempts, str)
+        return check_max_attempts(self.max_attempts,
+                                  "TASKROLL_MAX_ATTEMPTS" if text else "max_attempts")
+
 
 def _from_environment() -> Settings:
-    lease = os.environ.get("TASKROLL_LEASE_SECONDS")
-    attempts = os.environ.get("TASKROLL_MAX_ATTEMPTS")
+    # kept as text: checked when used, so a bad value cannot break ``import taskroll``
+    lease = os.environ.get("TASKROLL_LEASE_SECONDS", "").strip()
+    attempts = os.environ.get("TASKROLL_MAX_ATTEMPTS", "").strip()
     return Settings(
         task_url=os.environ.get("TASKROLL_TASK_URL") or None,
         task_db_name=os.environ.get("TASKROLL_TASK_DB_NAME") or DEFAULT_TASK_DB_NAME,
         tracking_uri=os.environ.get("TASKROLL_TRACKING_URI") or None,
         artifact_root=os.environ.get("TASKROLL_ARTIFACT_ROOT") or None,
-        lease_seconds=float(lease) if lease else DEFAULT_LEASE_SECONDS,
-        max_attempts=int(attempts) if attempts else DEFAULT_MAX_ATTEMPTS,
+        lease_seconds=lease or DEFAULT_LEASE_SECONDS,
+        max_attempts=attempts or DEFAULT_MAX_ATTEMPTS,
     )
 
 
@@ -106,7 +189,15 @@ def init(
 
     Returns:
         The new settings.
+
+    Raises:
+        TaskConfigError: When ``lease_seconds`` or ``max_attempts`` is out of range
+            (nothing is changed then).
     """
+    if lease_seconds is not None:
+        lease_seconds = check_lease_seconds(lease_seconds)
+    if max_attempts is not None:
+        max_attempts = check_max_attempts(max_attempts)
     current = _SettingsHolder.current
     updated = replace(
         current,

@@ -1,9 +1,14 @@
 """Command line for task pools: ``python -m taskroll.manage -t POOL COMMAND``.
 
 Commands (Qlib's names): ``list``, ``task_stat``, ``query``, ``wait``,
-``reset_waiting``, ``remove``, ``prioritize``. Queries are JSON Mongo-style filters,
-e.g. ``--query '{"filter.model.class": "LinearModel"}'``. Errors print one line and
-exit with status 2; nothing is changed when the input is bad.
+``reset_waiting``, ``remove``, ``prioritize``, and ``retry`` (put ``failed`` tasks back,
+see :meth:`~taskroll.manage.TaskManager.retry_failed`). Queries are JSON Mongo-style
+filters, e.g. ``--query '{"filter.model.class": "LinearModel"}'``. Every error, a bad
+argument included, prints one line on stderr and exits with status 2; nothing is changed
+when the input is bad.
+
+This module imports :mod:`taskroll.manage_pool`, never :mod:`taskroll.manage` (whose
+``python -m`` entry point imports this one).
 """
 
 from __future__ import annotations
@@ -11,14 +16,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
-from taskroll.errors import PickleNotAllowedError, QueryError, TaskrollError, UnknownPoolError
-from taskroll.manage import TaskManager
-from taskroll.store.query import parse_query
+from taskroll.errors import QueryError, TaskrollError, UnknownPoolError
+from taskroll.manage_failure import describe
+from taskroll.manage_pool import TaskManager
 
-COMMANDS = ("list", "task_stat", "query", "wait", "reset_waiting", "remove", "prioritize")
+COMMANDS = ("list", "task_stat", "query", "wait", "reset_waiting", "remove", "prioritize",
+            "retry")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (status 2), without usage."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: <message>`` on one line and exit with status 2."""
+        text = " ".join(message.split())
+        self.exit(2, f"error: {self.prog}: {text} (see --help)\n")
+
+
+def _count(text: str) -> int:
+    """``--limit`` values: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def _parse_json_query(text: str | None) -> dict[str, Any]:
@@ -30,7 +56,7 @@ def _parse_json_query(text: str | None) -> dict[str, Any]:
         raise QueryError(f"--query is not valid JSON: {error}") from error
     if not isinstance(value, dict):
         raise QueryError("--query must be a JSON object such as '{\"status\": \"waiting\"}'")
-    parse_query(value)  # validate before touching the database
+    TaskManager._conditions(value)  # validate before touching the database
     return value
 
 
@@ -45,7 +71,7 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(prog: str = "python -m taskroll.manage") -> argparse.ArgumentParser:
     """Return the argument parser of the pool commands."""
-    parser = argparse.ArgumentParser(prog=prog, description="Inspect and manage a task pool.")
+    parser = OneLineParser(prog=prog, description="Inspect and manage a task pool.")
     add_pool_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("list", help="list the task pools")
@@ -53,12 +79,13 @@ def build_parser(prog: str = "python -m taskroll.manage") -> argparse.ArgumentPa
                        ("query", "print matching tasks as JSON lines"),
                        ("wait", "block until no task is waiting or running"),
                        ("reset_waiting", "put running (or --query'd) tasks back to waiting"),
-                       ("remove", "delete matching tasks")):
+                       ("remove", "delete matching tasks"),
+                       ("retry", "put failed (and matching) tasks back to waiting, attempts reset")):
         command = commands.add_parser(name, help=text)
         command.add_argument("query_text", nargs="?", metavar="QUERY", help="JSON filter")
         command.add_argument("--query", dest="query_option", help="JSON filter")
         if name == "query":
-            command.add_argument("--limit", type=int, default=None)
+            command.add_argument("--limit", type=_count, default=None)
         if name == "wait":
             command.add_argument("--poll-interval", type=float, default=1.0)
             command.add_argument("--timeout", type=float, default=None)
@@ -72,14 +99,22 @@ def build_parser(prog: str = "python -m taskroll.manage") -> argparse.ArgumentPa
 
 
 def _printable(manager: TaskManager, record: dict[str, Any]) -> dict[str, Any]:
-    """Decode a stored record for printing without unpickling anything."""
-    try:
-        task = manager._decode_task(record)
-    except PickleNotAllowedError:
-        task = manager._decode_task({**record, "def": None, "res": None})
-        for field in ("def", "res"):
-            if record.get(f"{field}_encoding") == "pickle":
-                task[field] = f"<pickled, {len(record[field] or b'')} bytes, not loaded>"
+    """Decode a stored record for printing without unpickling anything.
+
+    A value that cannot be decoded (a pickle, corrupt JSON, a malformed tag) is shown as a
+    short note, so one poison task does not hide the rest of the pool.
+    """
+    notes: dict[str, str] = {}
+    for field in ("def", "res"):
+        try:
+            manager._decode_task({**record, "def": None, "res": None, field: record.get(field)})
+        except Exception as error:  # shown, not raised: the other tasks still print
+            size = len(record.get(field) or b"")
+            notes[field] = (f"<pickled, {size} bytes, not loaded>"
+                            if record.get(f"{field}_encoding") == "pickle"
+                            else f"<cannot decode: {describe(error)}>")
+    task = manager._decode_task({**record, **dict.fromkeys(notes)})
+    task.update(notes)
     return {key: (value.isoformat() if hasattr(value, "isoformat") else value)
             for key, value in task.items()}
 
@@ -116,6 +151,8 @@ def run_command(arguments: argparse.Namespace) -> int:
             stat = manager.wait(query, poll_interval=arguments.poll_interval,
                                 timeout=arguments.timeout)
             print(json.dumps(stat, sort_keys=True))
+        elif arguments.command == "retry":
+            print(f"{manager.retry_failed(query)} failed task(s) put back")
         elif arguments.command == "reset_waiting":
             print(f"{manager.reset_waiting(query)} task(s) reset to waiting")
         elif arguments.command == "remove":
@@ -125,11 +162,25 @@ def run_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def report_errors(command: Callable[[argparse.Namespace], int], arguments: argparse.Namespace) -> int:
+    """Run ``command(arguments)``; print any error as one line on stderr.
+
+    Returns:
+        The command's status; 2 after an error; 130 after Ctrl-C.
+    """
+    try:
+        return command(arguments)
+    except (TaskrollError, TimeoutError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line, not a traceback, whatever went wrong
+        print(f"error: unexpected {describe(error)}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m taskroll.manage``; returns the exit status."""
     arguments = build_parser().parse_args(argv)
-    try:
-        return run_command(arguments)
-    except (TaskrollError, TimeoutError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return report_errors(run_command, arguments)

@@ -41,8 +41,11 @@ def test_run_task_runs_every_task_and_records_failures(url: str) -> None:
         assert results == {0: {"value": 0}, 1: {"value": 10}, 2: {"value": 20}, 4: {"value": 40}}
         failed = next(manager.query({"status": "failed"}))
         assert failed["attempts"] == 2
-        assert "ValueError: index 3 is broken" in failed["error"]
-        assert "Traceback" in failed["error"]
+        error = failed["error"]
+        assert error["kind"] == "task raised" and error["attempt"] == 2
+        assert error["message"] == "ValueError: index 3 is broken"
+        assert "Traceback" in error["traceback"]
+        assert [entry["kind"] for entry in error["history"]] == ["task raised"]
         assert not run_task(double, manager)
 
 
@@ -125,7 +128,7 @@ def test_unstorable_result_is_a_task_failure(url: str) -> None:
         manager.create_task([{"index": 0}])
         run_task(lambda d: object(), manager)
         task = next(manager.query())
-        assert task["status"] == "failed" and "allow_pickle=True" in task["error"]
+        assert task["status"] == "failed" and "allow_pickle=True" in task["error"]["message"]
 
 
 @pytest.mark.slow

@@ -205,4 +205,5 @@ def test_wait_reaps_tasks_of_dead_workers(url: str) -> None:
         stat = manager.wait(poll_interval=0.1, timeout=5, progress=False)
         assert stat == {"failed": 1}
         failed = next(manager.query())
-        assert "lease expired" in failed["error"]
+        assert failed["error"]["kind"] == "worker lost"
+        assert "lease expired" in failed["error"]["message"]

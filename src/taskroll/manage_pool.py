@@ -1,0 +1,504 @@
+"""TaskManager: a named task pool in a database, with Qlib's method names.
+
+Import it as ``from taskroll.manage import TaskManager`` (this module sits below
+:mod:`taskroll.manage`, which also holds the worker loop and the command line).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from tqdm.auto import tqdm
+
+from taskroll.config import check_lease_seconds, check_max_attempts, get_settings
+from taskroll.errors import TaskConfigError
+from taskroll.manage_checks import check_priority, check_query_number, check_seconds
+from taskroll.manage_failure import (
+    STORE_ERROR,
+    TASK_RAISED,
+    UNDECODABLE,
+    describe,
+    failure_fields,
+    parse_error,
+    retry_fields,
+)
+from taskroll.status import Status, to_status
+from taskroll.store import NOW, Condition, TaskStore, open_store, parse_query
+from taskroll.store.base import Record
+from taskroll.store.codec import decode, encode
+from taskroll.task.spec import normalise, task_id
+
+logger = logging.getLogger("taskroll.manage")
+_TIME_FIELDS = ("created", "started", "finished", "lease_until")
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class TaskManager:
+    """Manage one task pool: create, fetch, commit, query, reset and wait for tasks.
+
+    Args:
+        task_pool: Name of the pool (a table partition / collection).
+        store: A :class:`TaskStore`, a store URL, or ``None`` for the URL in
+            :func:`taskroll.config.get_settings` (``sqlite:///taskroll.db`` by default).
+        allow_pickle: Store values JSON cannot hold with pickle, and unpickle such values
+            when reading. Leave ``False`` for pools other people can write to.
+        lease_seconds: Claim length of a fetched task without heartbeat (settings default).
+        max_attempts: Failed attempts after which a task is ``failed`` (settings default).
+
+    Raises:
+        TaskConfigError: For an empty pool name, or a ``lease_seconds`` / ``max_attempts``
+            (argument, :func:`taskroll.init` or environment) that is not a finite number > 0
+            / a whole number >= 1.
+
+    A task document, as returned by :meth:`fetch_task` and :meth:`query`::
+
+        {"_id": str, "def": <task definition>, "filter": <canonical JSON of def>,
+         "status": "waiting" | "running" | "part_done" | "done" | "failed",
+         "priority": int, "res": <result or None>,
+         "created" / "started" / "finished" / "lease_until": datetime (UTC) or None,
+         "worker": str | None, "attempts": int, "error": dict | None}
+
+    ``error`` is the last failure and the ones before it::
+
+        {"kind": "task raised" | "worker lost" | "store error" | "undecodable" | None,
+         "message": "ValueError: index 3 is broken", "traceback": str | None,
+         "attempt": int | None, "history": [{"kind", "message", "traceback", "attempt"}, ...]}
+
+    ``attempts`` counts fetches, less those given back after a ``store error``; ``task
+    raised`` and ``worker lost`` count against ``max_attempts``, an ``undecodable`` task is
+    ``failed`` at once, and ``kind`` is ``None`` after :meth:`retry_failed`. The kinds and
+    the stored form are described in :mod:`taskroll.manage_failure`.
+    """
+
+    STATUS_WAITING = Status.WAITING.value
+    STATUS_RUNNING = Status.RUNNING.value
+    STATUS_PART_DONE = Status.PART_DONE.value
+    STATUS_DONE = Status.DONE.value
+    STATUS_FAILED = Status.FAILED.value
+    ENCODE_FIELDS_PREFIX = ["def", "res"]
+
+    def __init__(self, task_pool: str, store: TaskStore | str | None = None, *,
+                 allow_pickle: bool = False, lease_seconds: float | None = None,
+                 max_attempts: int | None = None) -> None:
+        if not isinstance(task_pool, str) or not task_pool:
+            raise TaskConfigError(f"task_pool must be a non-empty string, got {task_pool!r}")
+        settings = get_settings()
+        self.lease_seconds = (settings.checked_lease_seconds() if lease_seconds is None
+                              else check_lease_seconds(lease_seconds))
+        self.max_attempts = (settings.checked_max_attempts() if max_attempts is None
+                             else check_max_attempts(max_attempts))
+        self.task_pool = task_pool
+        self._owns_store = not isinstance(store, TaskStore)
+        if isinstance(store, TaskStore):
+            self.store = store
+        else:
+            self.store = open_store(store or settings.resolved_task_url(), settings.task_db_name)
+        self.allow_pickle = allow_pickle
+        self.worker = _worker_name()
+        self._last_reap = 0.0
+
+    def __str__(self) -> str:
+        return f"TaskManager({self.task_pool})"
+
+    __repr__ = __str__
+
+    def close(self) -> None:
+        """Close the store if this manager opened it."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    # -- encoding ------------------------------------------------------------------------
+    def _encode_new(self, task_def: Any, status: str = STATUS_WAITING,
+                    priority: int = 0) -> dict[str, Any]:
+        if not isinstance(task_def, Mapping):
+            raise TaskConfigError(f"a task definition must be a dict, got {type(task_def).__name__}")
+        encoding, payload = encode(task_def, self.allow_pickle)
+        return {"_id": task_id(task_def), "def": payload, "def_encoding": encoding,
+                "filter": normalise(task_def), "status": to_status(status).value,
+                "priority": check_priority(priority)}
+
+    def _decode_task(self, record: Record) -> dict[str, Any]:
+        task = dict(record)
+        task["def"] = decode(record.get("def_encoding"), record.get("def"), self.allow_pickle)
+        task["res"] = decode(record.get("res_encoding"), record.get("res"), self.allow_pickle)
+        for name in _TIME_FIELDS:
+            if task.get(name) is not None:
+                task[name] = dt.datetime.fromtimestamp(float(task[name]), dt.UTC)
+        task["error"] = parse_error(record.get("error"))
+        for name in ("def_encoding", "res_encoding", "claimed_from"):
+            task.pop(name, None)
+        return task
+
+    @staticmethod
+    def _conditions(query: Mapping[str, Any] | None) -> builtins.list[Condition]:
+        """Parse a query and refuse numbers no store can compare.
+
+        Raises:
+            QueryError: For an unknown field or operator, or a number outside 64 bits / NaN.
+        """
+        conditions = parse_query(query)
+        for condition in conditions:
+            name = ".".join((condition.field, *condition.path))
+            check_query_number(condition.value, f"query on {name!r}")
+        return conditions
+
+    @staticmethod
+    def _id_of(task: Mapping[str, Any] | str) -> str:
+        if isinstance(task, str):
+            return task
+        if "_id" not in task:
+            raise TaskConfigError("the task has no '_id'; pass a task returned by this manager")
+        return str(task["_id"])
+
+    # -- pools and creation --------------------------------------------------------------
+    def list(self) -> builtins.list[str]:
+        """Return the names of all task pools in the store."""
+        return self.store.list_pools()
+
+    def insert_task(self, task: Mapping[str, Any]) -> str:
+        """Insert one task document (``def`` required; ``status``/``priority`` optional).
+
+        Returns:
+            The task id (the existing one when the same definition is already in the pool).
+        """
+        record = self._encode_new(task["def"], task.get("status", self.STATUS_WAITING),
+                                  task.get("priority", 0))
+        self.store.insert_many(self.task_pool, [record])
+        return str(record["_id"])
+
+    def insert_task_def(self, task_def: Mapping[str, Any]) -> str:
+        """Insert one task definition as ``waiting``; return its id."""
+        return self.insert_task({"def": task_def})
+
+    def create_task(self, task_def_l: Iterable[Mapping[str, Any]], dry_run: bool = False,
+                    print_nt: bool = False) -> builtins.list[str]:
+        """Insert the definitions not yet in the pool; idempotent and race-safe.
+
+        Args:
+            task_def_l: Task definitions.
+            dry_run: Only report what is new; insert nothing.
+            print_nt: Print the new definitions.
+
+        Returns:
+            One id per definition, in order (existing tasks give their id); ``[]`` on dry run,
+            as in Qlib.
+        """
+        records = [self._encode_new(task_def) for task_def in task_def_l]
+        if dry_run:
+            ids = [str(record["_id"]) for record in records]
+            existing = {
+                record["_id"] for record in self.store.find(
+                    self.task_pool, self._conditions({"_id": {"$in": ids}}))
+            }
+            new = [record for record in records if record["_id"] not in existing]
+        else:
+            inserted = set(self.store.insert_many(self.task_pool, records))
+            new = [record for record in records if record["_id"] in inserted]
+        logger.info("Total Tasks: %d, New Tasks: %d", len(records), len(new))
+        if print_nt:
+            for record in new:
+                print(decode(record["def_encoding"], record["def"], self.allow_pickle))
+        return [] if dry_run else [str(record["_id"]) for record in records]
+
+    def replace_task(self, task: Mapping[str, Any] | str, new_task: Mapping[str, Any]) -> bool:
+        """Replace a task's definition (and status/priority/res if given), keeping its id."""
+        fields: dict[str, Any] = {}
+        if "def" in new_task:
+            encoded = self._encode_new(new_task["def"])
+            fields.update({"def": encoded["def"], "def_encoding": encoded["def_encoding"],
+                           "filter": encoded["filter"]})
+        if "status" in new_task:
+            fields["status"] = to_status(new_task["status"]).value
+        if "priority" in new_task:
+            fields["priority"] = check_priority(new_task["priority"])
+        if "res" in new_task:
+            fields["res_encoding"], fields["res"] = encode(new_task["res"], self.allow_pickle)
+        return self.store.update(self.task_pool, self._id_of(task), fields)
+
+    # -- claiming ------------------------------------------------------------------------
+    def reap(self) -> int:
+        """Return tasks whose lease expired to their previous status (or ``failed``)."""
+        self._last_reap = time.monotonic()
+        moved = self.store.reap(self.task_pool, self.max_attempts)
+        if moved:
+            logger.warning("%s: %d task(s) with an expired lease were taken back", self, moved)
+        return moved
+
+    def _reap_now_and_then(self) -> None:
+        if time.monotonic() - self._last_reap >= min(1.0, self.lease_seconds / 4):
+            self.reap()
+
+    def fetch_task(self, query: Mapping[str, Any] | None = None,
+                   status: str = STATUS_WAITING) -> dict[str, Any] | None:
+        """Atomically claim one task in ``status`` (highest priority, then oldest).
+
+        The task becomes ``running`` with a lease owned by this manager; renew it with
+        :meth:`heartbeat` for work longer than ``lease_seconds``. A claimed task whose
+        definition (or, from ``part_done``, result) cannot be decoded is a poison task: it
+        goes to ``failed`` at once with kind ``undecodable`` and the next task is claimed.
+
+        Returns:
+            The decoded task, or ``None`` when no task matches.
+
+        Raises:
+            QueryError: For a malformed query.
+            StoreError: When the store fails.
+        """
+        conditions = [condition for condition in self._conditions(query)
+                      if condition.field != "status"]
+        status = to_status(status).value
+        self._reap_now_and_then()
+        while True:
+            record = self.store.fetch(self.task_pool, conditions, status, self.worker,
+                                      self.lease_seconds)
+            if record is None:
+                return None
+            try:
+                return self._decode_task(record)
+            except Exception as error:  # any decode failure makes the task poison
+                self._fail_undecodable(record, error)
+
+    def _fail_undecodable(self, record: Record, error: Exception) -> None:
+        fields = failure_fields(f"cannot decode the stored task: {describe(error)}", UNDECODABLE,
+                                int(record.get("attempts") or 0), self.max_attempts,
+                                self.STATUS_FAILED, previous=record.get("error"), cause=error)
+        logger.warning("%s: task %s cannot be decoded, failed at once: %s", self,
+                       record["_id"], describe(error))
+        self.store.update(self.task_pool, record["_id"], {**fields, "lease_until": None},
+                          expected_status=self.STATUS_RUNNING, expected_worker=self.worker)
+
+    @contextlib.contextmanager
+    def safe_fetch_task(self, query: Mapping[str, Any] | None = None,
+                        status: str = STATUS_WAITING) -> Iterator[dict[str, Any] | None]:
+        """Fetch a task; on any exception (KeyboardInterrupt too) give it back to ``status``."""
+        task = self.fetch_task(query=query, status=status)
+        try:
+            yield task
+        except (Exception, KeyboardInterrupt):
+            if task is not None:
+                logger.info("Returning task %s before raising error", task["_id"])
+                self.return_task(task, status=status)
+            raise
+
+    def task_fetcher_iter(self, query: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Yield fetched waiting tasks until none is left (each under ``safe_fetch_task``)."""
+        while True:
+            with self.safe_fetch_task(query) as task:
+                if task is None:
+                    break
+                yield task
+
+    def heartbeat(self, task: Mapping[str, Any] | str) -> bool:
+        """Renew this manager's lease on a running task; ``False`` when the lease was lost."""
+        return self.store.heartbeat(self.task_pool, self._id_of(task), self.worker,
+                                    self.lease_seconds)
+
+    def _release(self, task: Mapping[str, Any] | str, fields: dict[str, Any]) -> bool:
+        guard = (
+            self.worker
+            if isinstance(task, Mapping) and task.get("worker") == self.worker else None
+        )
+        fields = {"lease_until": None, **fields}
+        done = self.store.update(self.task_pool, self._id_of(task), fields,
+                                 expected_status=self.STATUS_RUNNING if guard else None,
+                                 expected_worker=guard)
+        if not done:
+            logger.warning("%s: task %s was not updated: its lease was lost or it is gone",
+                           self, self._id_of(task))
+        return done
+
+    def commit_task_res(self, task: Mapping[str, Any] | str, res: Any,
+                        status: str = STATUS_DONE) -> bool:
+        """Store a result and set the status (``done`` by default).
+
+        A task fetched by this manager is only updated while this manager still owns its
+        lease, so a worker that lost its lease cannot overwrite the new owner's work.
+
+        Returns:
+            Whether the task was updated.
+        """
+        encoding, payload = encode(res, self.allow_pickle)
+        return self._release(task, {"res": payload, "res_encoding": encoding,
+                                    "status": to_status(status).value, "finished": NOW,
+                                    "error": None})
+
+    def return_task(self, task: Mapping[str, Any] | str, status: str = STATUS_WAITING) -> bool:
+        """Put a task back into ``status`` (``waiting`` by default) and drop its lease."""
+        return self._release(task, {"status": to_status(status).value, "worker": None})
+
+    def fail_task(self, task: Mapping[str, Any], error: str | BaseException,
+                  status: str = STATUS_WAITING, kind: str = TASK_RAISED) -> str:
+        """Record a failure; retry (back to ``status``) or mark ``failed`` after max_attempts.
+
+        Args:
+            task: The task as fetched (its ``attempts`` and ``error`` are read).
+            error: The exception, or a text (a traceback's last line is its message).
+            status: Where the task goes for another attempt.
+            kind: ``"task raised"`` (counts against ``max_attempts``) or ``"store error"``
+                (the attempt is not counted: the task goes back with ``attempts`` lowered).
+
+        Returns:
+            The status the task now has.
+
+        Raises:
+            TaskConfigError: For another kind.
+        """
+        if kind not in (TASK_RAISED, STORE_ERROR):
+            raise TaskConfigError(f"fail_task records 'task raised' or 'store error', not {kind!r}")
+        fields = failure_fields(error, kind, int(task.get("attempts") or 0), self.max_attempts,
+                                to_status(status).value, previous=task.get("error"))
+        self._release(task, fields)
+        return str(fields["status"])
+
+    def retry_failed(self, query: Mapping[str, Any] | None = None) -> int:
+        """Put matching ``failed`` tasks back for another round of attempts.
+
+        Each goes back to ``part_done`` when it failed from there, else to ``waiting``, with
+        ``attempts`` reset to 0; its last failure moves into ``error["history"]`` and
+        ``error["kind"]`` becomes ``None``.
+
+        Args:
+            query: Filter; any ``status`` in it is replaced by ``failed``.
+
+        Returns:
+            How many tasks were put back.
+
+        Raises:
+            QueryError: For a malformed query (nothing is changed then).
+        """
+        conditions = [condition for condition in self._conditions(query)
+                      if condition.field != "status"]
+        conditions += parse_query({"status": self.STATUS_FAILED})
+        count = 0
+        for record in builtins.list(self.store.find(self.task_pool, conditions)):
+            count += self.store.update(self.task_pool, record["_id"], retry_fields(record),
+                                       expected_status=self.STATUS_FAILED)
+        logger.info("%s: %d failed task(s) put back", self, count)
+        return count
+
+    def running_elsewhere(self, query: Mapping[str, Any] | None = None,
+                          status: str = STATUS_WAITING) -> int:
+        """Count matching tasks fetched from ``status`` that other workers are running.
+
+        Their leases may end (a killed worker) and send them back to ``status``.
+        """
+        conditions = [condition for condition in self._conditions(query)
+                      if condition.field not in ("status", "claimed_from", "worker")]
+        conditions += parse_query({"status": self.STATUS_RUNNING,
+                                   "claimed_from": to_status(status).value,
+                                   "worker": {"$ne": self.worker}})
+        return sum(self.store.count_by_status(self.task_pool, conditions).values())
+
+    # -- queries -------------------------------------------------------------------------
+    def query(self, query: Mapping[str, Any] | None = None,
+              decode: bool = True) -> Iterator[dict[str, Any]]:
+        """Yield tasks matching a Mongo-style query (see :mod:`taskroll.store.query`).
+
+        Args:
+            query: Filter such as ``{"filter.model.class": "LinearModel"}``.
+            decode: Decode ``def``/``res``; with ``False`` the stored records are yielded.
+        """
+        for record in self.store.find(self.task_pool, self._conditions(query)):
+            yield self._decode_task(record) if decode else record
+
+    def re_query(self, _id: str) -> dict[str, Any] | None:
+        """Return the current state of one task by id, or ``None``."""
+        record = self.store.get(self.task_pool, _id)
+        return None if record is None else self._decode_task(record)
+
+    def remove(self, query: Mapping[str, Any] | None = None) -> int:
+        """Delete matching tasks (all of the pool for an empty query); return the count."""
+        return self.store.delete_many(self.task_pool, self._conditions(query))
+
+    def task_stat(self, query: Mapping[str, Any] | None = None) -> dict[str, int]:
+        """Count matching tasks per status (counted in the database)."""
+        return self.store.count_by_status(self.task_pool, self._conditions(query))
+
+    def reset_status(self, query: Mapping[str, Any] | None, status: str) -> int:
+        """Set the status of every matching task, dropping leases; return the count."""
+        return self.store.update_many(self.task_pool, self._conditions(query),
+                                      {"status": to_status(status).value, "worker": None,
+                                       "lease_until": None})
+
+    def reset_waiting(self, query: Mapping[str, Any] | None = None) -> int:
+        """Set matching tasks back to ``waiting`` (only ``running`` ones unless ``status`` is given)."""
+        query = dict(query or {})
+        query.setdefault("status", self.STATUS_RUNNING)
+        return self.reset_status(query, self.STATUS_WAITING)
+
+    def prioritize(self, task: Mapping[str, Any] | str, priority: int) -> bool:
+        """Set a task's priority (higher is fetched first).
+
+        Raises:
+            TaskConfigError: When ``priority`` is not a whole number within 64 bits.
+        """
+        priority = check_priority(priority)
+        return self.store.update(self.task_pool, self._id_of(task), {"priority": priority})
+
+    @staticmethod
+    def _get_undone_n(task_stat: Mapping[str, int]) -> int:
+        return task_stat.get(Status.WAITING.value, 0) + task_stat.get(Status.RUNNING.value, 0)
+
+    @staticmethod
+    def _get_total(task_stat: Mapping[str, int]) -> int:
+        return sum(task_stat.values())
+
+    def wait(self, query: Mapping[str, Any] | None = None, poll_interval: float = 1.0,
+             timeout: float | None = None, progress: bool = True) -> dict[str, int]:
+        """Block until no matching task is ``waiting`` or ``running``, with a progress bar.
+
+        Expired leases are reaped while waiting, so tasks of crashed workers come back for
+        the remaining workers instead of blocking forever.
+
+        Returns:
+            The final ``task_stat``.
+
+        Raises:
+            TimeoutError: When ``timeout`` seconds pass first.
+            TaskConfigError: When ``poll_interval`` is not finite and > 0, or ``timeout`` is
+                not ``None`` or finite and >= 0.
+        """
+        poll_interval = check_seconds(poll_interval, "poll_interval")
+        if timeout is not None:
+            timeout = check_seconds(timeout, "timeout", zero=True)
+        self._conditions(query)  # a bad query fails before anything waits
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.reap()
+        stat = self.task_stat(query)
+        undone = self._get_undone_n(stat)
+        if undone == 0:
+            return stat
+        logger.warning("Waiting for %d undone tasks. Please make sure they are running.", undone)
+        total = self._get_total(stat)
+        with tqdm(total=total, initial=total - undone, disable=not progress,
+                  desc=f"wait {self.task_pool}") as bar:
+            while undone:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{self}: {undone} task(s) still undone after {timeout} s")
+                time.sleep(poll_interval)
+                self.reap()
+                stat = self.task_stat(query)
+                now_undone = self._get_undone_n(stat)
+                bar.update(undone - now_undone)
+                undone = now_undone
+        return stat

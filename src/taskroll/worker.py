@@ -1,0 +1,186 @@
+"""The worker loop: :func:`run_task` (import it from :mod:`taskroll.manage`).
+
+Drain rule: a worker takes tasks until none is waiting, then keeps polling while a
+matching task that was fetched from the same status is running under another worker's
+lease, because that worker may have been killed and its task comes back when the lease
+ends. It exits once nothing matching is waiting or running (``once=True``: as soon as
+nothing is waiting).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+from taskroll.errors import StoreError, TaskConfigError
+from taskroll.manage_checks import check_seconds
+from taskroll.manage_failure import STORE_ERROR, TASK_RAISED, Backoff, describe
+from taskroll.manage_pool import TaskManager
+from taskroll.status import to_status
+
+logger = logging.getLogger("taskroll.manage")
+
+
+class _Heartbeat:
+    """Renews the lease of the task being worked on from a background thread."""
+
+    def __init__(self, manager: TaskManager, task: Mapping[str, Any]) -> None:
+        self._manager, self._task = manager, task
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._run, name="taskroll-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        interval = self._manager.lease_seconds / 3
+        while not self._stop.wait(interval):
+            try:
+                if not self._manager.heartbeat(self._task):
+                    self.lost = True
+                    logger.warning("%s: lease on task %s was lost", self._manager,
+                                   self._task["_id"])
+                    return
+            except Exception as error:  # a heartbeat must never kill the worker; retry next tick
+                logger.warning("%s: heartbeat failed: %s", self._manager, describe(error))
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _call_in_fresh_process(task_func: Any, param: Any, kwargs: Mapping[str, Any]) -> Any:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1) as executor:
+        return executor.submit(task_func, param, **kwargs).result()
+
+
+def _record_failure(manager: TaskManager, task: Mapping[str, Any], error: BaseException,
+                    before: str, kind: str, backoff: Backoff) -> None:
+    """Record a failure, retrying store errors; a store that stays down raises."""
+    status = backoff.call(lambda: manager.fail_task(task, error, status=before, kind=kind),
+                          f"recording the failure of task {task['_id']}")
+    logger.warning("%s: task %s failed (%s, attempt %s), now %s: %s", manager, task["_id"],
+                   kind, task.get("attempts"), status, describe(error))
+
+
+def _run_one(task_func: Callable[..., Any], manager: TaskManager, task: Mapping[str, Any],
+             before: str, after: str, force_release: bool, backoff: Backoff,
+             kwargs: Mapping[str, Any]) -> StoreError | None:
+    """Run one fetched task and record its outcome.
+
+    Returns:
+        The store error that outlasted the backoff while committing (the task was given
+        back uncounted), or ``None``.
+    """
+    logger.info("%s: running task %s", manager, task["_id"])
+    param = task["def"] if before == TaskManager.STATUS_WAITING else task["res"]
+    try:
+        with _Heartbeat(manager, task):
+            if force_release:
+                result = _call_in_fresh_process(task_func, param, kwargs)
+            else:
+                result = task_func(param, **kwargs)
+    except Exception as error:
+        _record_failure(manager, task, error, before, TASK_RAISED, backoff)
+        return None
+    try:
+        backoff.call(lambda: manager.commit_task_res(task, result, status=after),
+                     f"committing task {task['_id']}")
+    except StoreError as error:  # the database failed, not the task: the attempt is not counted
+        _record_failure(manager, task, error, before, STORE_ERROR, backoff)
+        return error
+    except Exception as error:  # a result that cannot be stored is this task's failure
+        _record_failure(manager, task, error, before, TASK_RAISED, backoff)
+    return None
+
+
+def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
+             query: Mapping[str, Any] | None = None, force_release: bool = False,
+             before_status: str = TaskManager.STATUS_WAITING,
+             after_status: str = TaskManager.STATUS_DONE, *, once: bool = False,
+             backoff: Backoff | None = None, poll_interval: float | None = None,
+             **kwargs: Any) -> bool:
+    """Worker loop: fetch tasks in ``before_status`` and run ``task_func`` on each.
+
+    ``task_func`` receives ``task["def"]`` for tasks coming from ``waiting`` and
+    ``task["res"]`` for tasks coming from ``part_done`` (plus ``**kwargs``); its return
+    value is committed with ``after_status``. While it runs, a heartbeat renews the
+    lease. An exception in ``task_func`` (or a result that cannot be stored) is recorded
+    in the task's ``error`` with kind ``"task raised"`` and the task goes back to
+    ``before_status`` for another attempt, or to ``failed`` after ``max_attempts``. A
+    task whose definition cannot be decoded is ``failed`` at once (kind ``"undecodable"``).
+    The loop goes on with the next task. A store error (fetching, committing, recording a
+    failure) is retried with ``backoff``; when committing still fails, the task goes back
+    with kind ``"store error"``, the attempt not counted, and the loop stops with the
+    :class:`~taskroll.errors.StoreError` (a worker cannot work without its store). A
+    KeyboardInterrupt gives the task back and stops the loop.
+
+    When nothing is waiting, the loop keeps polling (every ``poll_interval`` seconds)
+    while a matching task fetched from ``before_status`` runs under another worker's
+    lease, so the task of a killed worker is finished once its lease ends; it returns
+    when nothing matching is waiting or running.
+
+    Args:
+        task_func: Callable run on each task (module-level when ``force_release``).
+        task_pool: Pool name (store from settings) or a :class:`TaskManager`.
+        query: Mongo-style filter restricting which tasks this worker takes.
+        force_release: Run each task in a fresh process so its memory is given back.
+        before_status: ``waiting`` or ``part_done``.
+        after_status: Status committed with the result.
+        once: Return as soon as nothing is waiting, without waiting for running tasks.
+        backoff: Retry policy for store errors (default :class:`Backoff`: 0.1 s doubling
+            up to 5 s, 8 tries).
+        poll_interval: Seconds between polls while draining (default: a quarter of the
+            lease, at most 1 s).
+        **kwargs: Passed to ``task_func``.
+
+    Returns:
+        Whether any task was run.
+
+    Raises:
+        TaskConfigError: When ``before_status`` is neither ``waiting`` nor ``part_done``, or
+            ``poll_interval`` is not a finite number > 0.
+        StoreError: When the store stays down through every retry.
+    """
+    before = to_status(before_status).value
+    if before not in (TaskManager.STATUS_WAITING, TaskManager.STATUS_PART_DONE):
+        raise TaskConfigError("The fetched task must be `waiting` or `part_done`!")
+    after = to_status(after_status).value
+    if poll_interval is not None:
+        poll_interval = check_seconds(poll_interval, "poll_interval")
+    backoff = backoff or Backoff()
+    manager = task_pool if isinstance(task_pool, TaskManager) else TaskManager(task_pool)
+    poll = poll_interval or max(0.05, min(1.0, manager.lease_seconds / 4))
+    ever_run = False
+    try:
+        while True:
+            task = backoff.call(lambda: manager.fetch_task(query=query, status=before),
+                                "fetching a task")
+            if task is None:
+                if once or not backoff.call(lambda: manager.running_elsewhere(query, before),
+                                            "counting running tasks"):
+                    break
+                time.sleep(poll)
+                continue
+            try:
+                store_error = _run_one(task_func, manager, task, before, after, force_release,
+                                       backoff, kwargs)
+            except (Exception, KeyboardInterrupt):
+                logger.info("Returning task %s before raising error", task["_id"])
+                with contextlib.suppress(Exception):
+                    manager.return_task(task, status=before)
+                raise
+            ever_run = True
+            if store_error is not None:  # the store is down: stop rather than spin on it
+                raise store_error
+    finally:
+        if manager is not task_pool:
+            manager.close()
+    return ever_run
