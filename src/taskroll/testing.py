@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import reprlib
 import threading
 import time
 import uuid
@@ -27,9 +28,10 @@ from typing import Any
 
 import pytest
 
+from taskroll.errors import QueryError, StatusTransitionError, TaskConfigError
 from taskroll.store import TaskStore, open_store, parse_query
 from taskroll.store.base import NOW
-from taskroll.store.query import matches
+from taskroll.store.query import MAX_AND_DEPTH, matches
 
 _CONTEXT = multiprocessing.get_context("spawn")
 
@@ -70,7 +72,55 @@ REFERENCE_QUERIES: tuple[dict[str, Any], ...] = (
     {"priority": {"$gt": 0}},
     {"worker": {"$exists": False}},
     {"$and": [{"filter.number": {"$lt": 6}}, {"filter.parity": "odd"}]},
+    {"priority": "3"},
+    {"priority": {"$in": [3, "0", None]}},
+    {"status": {"$nin": ["waiting", 7]}},
+    {"filter.number": {"$in": list(range(-2000, 4000, 3))}},
+    {"filter.parity": {"$nin": [f"value-{index}" for index in range(3000)]}},
+    {"_id": {"$in": [f"task-{index:06d}" for index in range(0, 6000, 2)]}},
+    {"filter.number": {"$lt": 2**63 - 1, "$gt": -(2**63)}},
+    {"filter.model.class": {"$gt": "\u00e9"}},
+    {"$and": [{"$and": [{"$and": [{"filter.number": {"$gte": 2}}]}]}, {"filter.number": 4}]},
 )
+
+def nested_and(depth: int) -> dict[str, Any]:
+    """Return a query of ``depth`` nested ``$and`` lists around ``{"status": "waiting"}``."""
+    query: dict[str, Any] = {"status": "waiting"}
+    for _ in range(depth):
+        query = {"$and": [query]}
+    return query
+
+
+def nested_list(depth: int) -> Any:
+    """Return a value of ``depth`` nested lists (for depth-limit checks)."""
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+#: Queries every backend refuses with :class:`~taskroll.errors.QueryError`, touching nothing.
+HOSTILE_QUERIES: tuple[Any, ...] = (
+    [("status", "waiting")],
+    "status",
+    {"filter.a\"b": 1},
+    {"filter.a\\b": 1},
+    {"filter.a\x00b": 1},
+    {"filter.name": "a\x00b"},
+    {"_id": {"$in": ["task-000001", "\x00"]}},
+    {"filter.number": 2**64},
+    {"priority": {"$gt": -(2**63) - 1}},
+    {"filter.deep": {"$eq": nested_list(100)}},
+    {"filter.deep": {"$in": [nested_list(10_000)]}},
+    {"$and": {"status": "waiting"}},
+    {"$or": [{"status": "waiting"}]},
+    {"status": {"$regex": "w.*"}},
+)
+
+
+#: Priorities every backend refuses (``TaskConfigError``) before writing anything.
+BAD_PRIORITIES: tuple[Any, ...] = (True, False, 1.7, 2.0, float("nan"), "high", "1", b"1",
+                                   2**63, -(2**63) - 1, 2**70, [1], {"p": 1})
 
 
 def _fresh_pool() -> str:
@@ -265,7 +315,8 @@ class TaskStoreContract:
         assert "lease expired" in (record["error"] or "")
 
     # -- queries ---------------------------------------------------------------------------
-    @pytest.mark.parametrize("query", REFERENCE_QUERIES, ids=[str(q) for q in REFERENCE_QUERIES])
+    @pytest.mark.parametrize("query", REFERENCE_QUERIES,
+                             ids=[reprlib.repr(q) for q in REFERENCE_QUERIES])
     def test_query_matches_reference(self, store: TaskStore, pool: str,
                                      query: dict[str, Any]) -> None:
         records = [make_record(number) for number in range(10)]
@@ -294,6 +345,93 @@ class TaskStoreContract:
         assert store.delete_many(pool, parse_query({"status": "done"})) == 3
         assert sorted(r["_id"] for r in store.find(pool, [])) == [
             "task-000000", "task-000002", "task-000004"]
+
+    # -- hostile input: refused with a clear error, nothing written, store still usable ---
+    @staticmethod
+    def _assert_unchanged_and_usable(store: TaskStore, pool: str,
+                                     before: list[dict[str, Any]]) -> None:
+        assert list(store.find(pool, [])) == before
+        probe = make_record(999_999)
+        assert store.insert_many(pool, [probe]) == [probe["_id"]]
+        assert store.delete_many(pool, parse_query({"_id": probe["_id"]})) == 1
+
+    @pytest.mark.parametrize("priority", BAD_PRIORITIES, ids=[repr(p) for p in BAD_PRIORITIES])
+    def test_bad_priority_is_refused(self, store: TaskStore, pool: str, priority: Any) -> None:
+        store.insert_many(pool, [make_record(1)])
+        before = list(store.find(pool, []))
+        with pytest.raises(TaskConfigError, match="priority"):
+            store.insert_many(pool, [make_record(2), {**make_record(3), "priority": priority}])
+        with pytest.raises(TaskConfigError, match="priority"):
+            store.update(pool, "task-000001", {"status": "done", "priority": priority})
+        with pytest.raises(TaskConfigError, match="priority"):
+            store.update_many(pool, [], {"priority": priority})
+        self._assert_unchanged_and_usable(store, pool, before)
+        new_pool = _fresh_pool()  # a refused insert does not create its pool either
+        with pytest.raises(TaskConfigError, match="priority"):
+            store.insert_many(new_pool, [{**make_record(1), "priority": priority}])
+        assert new_pool not in store.list_pools()
+
+    def test_priority_limits_are_64_bit(self, store: TaskStore, pool: str) -> None:
+        store.insert_many(pool, [{**make_record(1), "priority": -(2**63)},
+                                 {**make_record(2), "priority": 2**63 - 1}, make_record(3)])
+        order = [store.fetch(pool, [], "waiting", "w", 30) for _ in range(3)]
+        assert [(r["_id"], r["priority"]) for r in order if r] == [
+            ("task-000002", 2**63 - 1), ("task-000003", 0), ("task-000001", -(2**63))]
+
+    @pytest.mark.parametrize("status", ["bogus", "", "WAITING", 1, None])
+    def test_bad_status_is_refused(self, store: TaskStore, pool: str, status: Any) -> None:
+        store.insert_many(pool, [make_record(1)])
+        before = list(store.find(pool, []))
+        if status is not None:  # None is "the default" on insert
+            with pytest.raises(StatusTransitionError):
+                store.insert_many(pool, [{**make_record(2), "status": status}])
+        with pytest.raises(StatusTransitionError):
+            store.update(pool, "task-000001", {"status": status})
+        with pytest.raises(StatusTransitionError):
+            store.fetch(pool, [], status, "w", 30)
+        self._assert_unchanged_and_usable(store, pool, before)
+
+    @pytest.mark.parametrize("filter_value", [
+        {"n": 2**64}, {"n": float("nan")}, {"n": float("inf")}, {"n": "a\x00b"}, {"a\x00": 1},
+        {"n": nested_list(80)}, {1: "int key"}, {"n": object()}, "not a dict",
+    ], ids=["int65", "nan", "inf", "nul-value", "nul-key", "deep", "int-key", "object", "str"])
+    def test_unstorable_filter_is_refused(self, store: TaskStore, pool: str,
+                                          filter_value: Any) -> None:
+        store.insert_many(pool, [make_record(1)])
+        before = list(store.find(pool, []))
+        with pytest.raises(TaskConfigError):
+            store.insert_many(pool, [make_record(2), {**make_record(3), "filter": filter_value}])
+        with pytest.raises(TaskConfigError):
+            store.update(pool, "task-000001", {"filter": filter_value})
+        self._assert_unchanged_and_usable(store, pool, before)
+        assert pool in store.list_pools()
+
+    @pytest.mark.parametrize("query", HOSTILE_QUERIES, ids=[reprlib.repr(q) for q in HOSTILE_QUERIES])
+    def test_hostile_query_is_refused(self, store: TaskStore, pool: str, query: Any) -> None:
+        with pytest.raises(QueryError):
+            parse_query(query)
+
+    @pytest.mark.parametrize("depth", [MAX_AND_DEPTH, MAX_AND_DEPTH + 1, 1000, 100_000])
+    def test_nested_and_has_a_depth_limit(self, store: TaskStore, pool: str,
+                                          depth: int) -> None:
+        store.insert_many(pool, [make_record(1)])
+        if depth > MAX_AND_DEPTH:
+            with pytest.raises(QueryError, match=f"deeper than {MAX_AND_DEPTH}"):
+                parse_query(nested_and(depth))
+        else:
+            assert len(list(store.find(pool, parse_query(nested_and(depth))))) == 1
+
+    def test_unusual_keys_and_values_agree(self, store: TaskStore, pool: str) -> None:
+        extras = [{"it's": 1, "ü key": "é", " ": 2**62}, {"it's": 2, "ü key": "e", " ": -(2**63)},
+                  {"a[0]": [1, {"b": None}], "*": True}]
+        store.insert_many(pool, [make_record(index, **extra) for index, extra in enumerate(extras)])
+        everything = list(store.find(pool, []))
+        for query in ({"filter.it's": 1}, {"filter.ü key": {"$gte": "é"}}, {"filter. ": 2**62},
+                      {"filter. ": {"$lt": 0}}, {"filter.a[0]": [1, {"b": None}]},
+                      {"filter.*": True}, {"filter.it's": {"$in": [2, 3]}}):
+            conditions = parse_query(query)
+            expected = [r["_id"] for r in everything if matches(r, conditions)]
+            assert [r["_id"] for r in store.find(pool, conditions)] == expected, query
 
     def test_clock_is_sane(self, store: TaskStore) -> None:
         assert abs(store.now() - time.time()) < 30

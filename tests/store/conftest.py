@@ -3,14 +3,13 @@
 ``postgres_url`` / ``mongo_url`` give the URL of a server started once per session (or
 of ``TASKROLL_TEST_POSTGRES_URL`` / ``TASKROLL_TEST_MONGO_URL`` when set);
 ``postgres_server`` / ``mongo_server`` give the server object, whose ``restart()`` the
-reconnection tests use. Tests skip with an install hint when the binaries are missing.
+reconnection tests use. Tests skip with an install hint when the binaries are missing,
+and fail instead when ``CI=true`` (see ``servers.unavailable``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
-import os
 import sys
 import threading
 import time
@@ -33,41 +32,16 @@ from servers import (
     ExternalServer,
     MongoServer,
     PostgresServer,
-    ServerUnavailable,
+    Server,
+    session_server,
 )
-
-Server = PostgresServer | MongoServer | ExternalServer
-
-
-def _need_module(name: str, extra: str) -> None:
-    if importlib.util.find_spec(name) is None:
-        pytest.skip(f"{name} is not installed; pip install -e '.[dev]' (or taskroll[{extra}])")
-
-
-def _session_server(module: str, extra: str, variable: str,
-                    factory: Callable[[], Server]) -> Iterator[Server]:
-    """Yield the external server named by ``variable``, else start one from ``factory``."""
-    _need_module(module, extra)
-    external = os.environ.get(variable)
-    if external:
-        yield ExternalServer(external)
-        return
-    try:
-        server = factory()
-    except ServerUnavailable as error:
-        pytest.skip(str(error))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Server]:
     """A running PostgreSQL server for this test session."""
-    yield from _session_server("psycopg", "postgres", "TASKROLL_TEST_POSTGRES_URL",
-                               PostgresServer)
+    yield from session_server("psycopg", "postgres", "TASKROLL_TEST_POSTGRES_URL",
+                              PostgresServer)
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +53,7 @@ def postgres_url(postgres_server: Server) -> str:
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[Server]:
     """A running MongoDB wire-protocol server (nx-27017, or the external one) for the session."""
-    yield from _session_server("pymongo", "mongo", "TASKROLL_TEST_MONGO_URL", MongoServer)
+    yield from session_server("pymongo", "mongo", "TASKROLL_TEST_MONGO_URL", MongoServer)
 
 
 @pytest.fixture(scope="session")

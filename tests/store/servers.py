@@ -59,6 +59,11 @@ MongoDB
 
     Set ``TASKROLL_TEST_MONGO_URL`` (or ``TASKROLL_TEST_POSTGRES_URL``) to run the same
     tests against a real server instead; restart tests are skipped then.
+
+Missing servers
+    Locally, tests whose server (or driver) is not installed are skipped with an install
+    hint. With ``CI=true`` (``1``/``yes``) in the environment they *fail* instead
+    (:func:`unavailable`): CI never passes while silently skipping a real component.
 """
 
 from __future__ import annotations
@@ -74,15 +79,65 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import NoReturn, Self
 
 INSTALL_HINT = "run scripts/install-test-servers.sh (and pip install -e '.[dev]')"
 
 
 class ServerUnavailable(RuntimeError):
     """The binaries a test server needs are not installed."""
+
+
+def running_in_ci() -> bool:
+    """Whether the environment says this is a CI run (``CI=true``, ``1`` or ``yes``)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the tests that need a missing component, or fail the run when in CI.
+
+    Works in fixtures, tests and at module level (collection).
+    """
+    import pytest
+
+    if running_in_ci():
+        pytest.fail(f"{message} (CI=true: a test server or driver that is not available "
+                    "fails the run instead of skipping its tests)", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def require_module(name: str, extra: str) -> None:
+    """Make sure a driver module is importable, else :func:`unavailable`."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        unavailable(f"{name} is not installed; pip install -e '.[dev]' (or taskroll[{extra}])")
+
+
+def session_server(module: str, extra: str, variable: str,
+                   factory: Callable[[], Server]) -> Iterator[Server]:
+    """Yield the external server named by ``variable``, else start one from ``factory``.
+
+    Fixture body for session-scoped server fixtures; a server that cannot be had skips
+    its tests, or fails them with ``CI=true`` (:func:`unavailable`).
+    """
+    require_module(module, extra)
+    external = os.environ.get(variable)
+    if external:
+        yield ExternalServer(external)
+        return
+    try:
+        server = factory()
+    except ServerUnavailable as error:
+        unavailable(str(error))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
 
 
 def free_port() -> int:
@@ -361,3 +416,6 @@ class ExternalServer:
 
     def cleanup(self) -> None:
         """Nothing to clean up."""
+
+
+Server = PostgresServer | MongoServer | ExternalServer

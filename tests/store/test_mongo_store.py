@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from servers import require_module
 
 from conftest import BackendChecks, record
 from taskroll.errors import StoreConnectionError, StoreError
@@ -18,7 +19,8 @@ from taskroll.store import TaskStore, open_store, parse_query
 from taskroll.testing import TaskStoreContract
 
 pytestmark = pytest.mark.mongo
-pymongo = pytest.importorskip("pymongo")
+require_module("pymongo", "mongo")  # skipped locally, a failure with CI=true
+import pymongo  # noqa: E402
 
 from taskroll.store.mongo import COUNTERS, MongoStore  # noqa: E402
 from taskroll.store.mongo_query import MongoQuery  # noqa: E402

@@ -38,6 +38,12 @@ Invariants every implementation must keep (checked by :mod:`taskroll.testing`):
 6. Queries use :func:`taskroll.store.query.parse_query` semantics in every backend.
 7. Unknown pools read as empty; :meth:`list_pools` lists pools that hold or held
    tasks and were not dropped.
+8. A write that raises changes nothing and leaves no transaction or lock behind, whatever
+   the exception. Values are checked by :mod:`taskroll.store.values` before anything is
+   written: a priority is an ``int`` in the signed 64-bit range, a status a
+   :class:`~taskroll.status.Status` name, a ``filter`` plain JSON without NUL characters
+   (:class:`~taskroll.errors.TaskConfigError` / :class:`~taskroll.errors.StatusTransitionError`
+   otherwise), so every backend stores the same values or refuses the same ones.
 """
 
 from __future__ import annotations

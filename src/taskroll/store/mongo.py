@@ -37,31 +37,39 @@ ids found (each write still guarded in the database).
 
 Connections: one ``MongoClient`` per process (pooled, thread-safe). Network errors
 (``AutoReconnect``: server restarted, failover) are retried with backoff for up to
-``retry_seconds``; a retried insert reports ids it had already inserted as existing.
+``retry_seconds`` (:class:`taskroll.store.retry.Backoff`); a retried insert reports ids
+it had already inserted as existing.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from taskroll.errors import StoreConnectionError, StoreError, require
+from taskroll.errors import StoreError, require
 from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
 from taskroll.store.mongo_query import Filter, MongoQuery
 from taskroll.store.query import Condition
+from taskroll.store.retry import Backoff
 from taskroll.store.urls import mask_url
+from taskroll.store.values import (
+    check_claim,
+    check_fields,
+    check_lease,
+    check_max_attempts,
+    check_pool,
+    check_records,
+)
 
 Result = TypeVar("Result")
 
 COUNTERS = "_taskroll_counters"
 _INTERNAL_PREFIXES = ("_taskroll", "system.")
 _PAGE = 1000
-_TIME_FIELDS = frozenset({"created", "started", "finished", "lease_until"})
 
 
 def _to_record(document: Mapping[str, Any]) -> Record:
@@ -139,22 +147,13 @@ class MongoStore(TaskStore):
     def _run(self, operation: Callable[..., Result], *arguments: Any) -> Result:
         """Run ``operation(*arguments)``, retrying network errors for ``retry_seconds``."""
         errors = self._pymongo.errors
-        deadline: float | None = None
-        delay = 0.05
+        backoff = Backoff(self.retry_seconds)
         while True:
             try:
                 return operation(*arguments)
             except errors.AutoReconnect as error:
-                now = time.monotonic()
-                deadline = now + self.retry_seconds if deadline is None else deadline
-                if now >= deadline:
-                    raise StoreConnectionError(
-                        f"cannot reach the MongoDB task store {self.safe_url} (retried "
-                        f"{self.retry_seconds:g} s): {self._scrub(str(error))}; check that the "
-                        "server is running and the URL is right"
-                    ) from error
-                time.sleep(min(delay, max(deadline - now, 0.0)))
-                delay = min(delay * 2, 1.0)
+                backoff.wait(error, f"cannot reach the MongoDB task store {self.safe_url}: "
+                                    f"{self._scrub(str(error))}")
             except (errors.PyMongoError, errors.InvalidName, errors.InvalidDocument,
                     OverflowError) as error:  # BSON cannot hold the value (e.g. int > 2**63)
                 raise StoreError(
@@ -170,7 +169,8 @@ class MongoStore(TaskStore):
         return float(reply["localTime"].timestamp())
 
     def _collection(self, pool: str) -> Any:
-        if not pool or pool.startswith(_INTERNAL_PREFIXES) or "$" in pool or "\0" in pool:
+        check_pool(pool)
+        if pool.startswith(_INTERNAL_PREFIXES) or "$" in pool or "\0" in pool:
             raise StoreError(f"invalid pool name {pool!r} for MongoDB (no '$', not '_taskroll*')")
         return self._database()[pool]
 
@@ -218,10 +218,10 @@ class MongoStore(TaskStore):
 
         Raises:
             StoreError: When a record lacks ``_id``, ``def``, ``def_encoding`` or ``filter``.
+            TaskConfigError: For a value no store can hold (see :mod:`taskroll.store.values`).
         """
-        for record in records:
-            if any(name not in record for name in ("_id", "def", "def_encoding", "filter")):
-                raise StoreError("task records need _id, def, def_encoding and filter")
+        self._collection(pool)  # checks the name before anything is written
+        records = check_records(records)
         collection = self._run(self._ensure_pool, pool)
         first = self._run(self._reserve, pool, len(records))  # also registers the pool
         if not records:
@@ -230,8 +230,8 @@ class MongoStore(TaskStore):
         documents = [
             {**dict.fromkeys(RECORD_FIELDS), "_id": record["_id"], "def": record["def"],
              "def_encoding": record["def_encoding"], "filter": dict(record["filter"]),
-             "status": record.get("status") or "waiting",
-             "priority": int(record.get("priority") or 0), "created": now, "attempts": 0,
+             "status": record["status"], "priority": record["priority"], "created": now,
+             "attempts": 0,
              "seq": first + index}
             for index, record in enumerate(records)
         ]
@@ -263,15 +263,10 @@ class MongoStore(TaskStore):
                 if index not in failed]
 
     def _setter(self, fields: Mapping[str, Any]) -> Filter:
-        unknown = set(fields) - WRITABLE_FIELDS
-        if unknown:
-            raise StoreError(f"cannot write task fields {sorted(unknown)}")
         values: Filter = {}
         now: float | None = None
-        for name, value in fields.items():
+        for name, value in check_fields(fields, WRITABLE_FIELDS, NOW).items():
             if value is NOW:
-                if name not in _TIME_FIELDS:
-                    raise StoreError(f"NOW can only stamp time fields, not {name!r}")
                 now = self._clock() if now is None else now
                 value = now
             elif isinstance(value, (bytearray, memoryview)):
@@ -282,6 +277,9 @@ class MongoStore(TaskStore):
     def update(self, pool: str, task_id: str, fields: Mapping[str, Any],
                expected_status: str | None = None, expected_worker: str | None = None) -> bool:
         """Set fields of one task if it exists and the optional status/worker guards hold."""
+        self._collection(pool)
+        if fields:
+            check_fields(fields, WRITABLE_FIELDS, NOW)  # before anything else: a clear error
         guard: Filter = {"_id": task_id}
         if expected_status is not None:
             guard["status"] = expected_status
@@ -326,6 +324,8 @@ class MongoStore(TaskStore):
     def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
               lease_seconds: float) -> Record | None:
         """Claim the highest-priority, oldest matching task with one ``find_one_and_update``."""
+        status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
+        self._collection(pool)
         query = MongoQuery(conditions)
         sort = [("priority", -1), ("seq", 1)]
 
@@ -363,6 +363,9 @@ class MongoStore(TaskStore):
 
     def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
         """Extend the lease of a running task still owned by ``worker``."""
+        lease_seconds = check_lease(lease_seconds)
+        self._collection(pool)
+
         def operation() -> bool:
             lease_until = self._clock() + float(lease_seconds)
             return bool(self._collection(pool).update_one(
@@ -372,6 +375,9 @@ class MongoStore(TaskStore):
 
     def reap(self, pool: str, max_attempts: int) -> int:
         """Return expired leases to their previous status, or fail them after max_attempts."""
+        max_attempts = check_max_attempts(max_attempts)
+        self._collection(pool)
+
         def operation() -> int:
             collection = self._collection(pool)
             now = self._clock()

@@ -35,7 +35,8 @@ of :func:`taskroll.store.query.matches` (JSON types kept apart: ``true`` is not 
 Connections: a small pool per process (threads such as a worker's heartbeat borrow one
 per operation), autocommit. When the server goes away (restart, failover) broken
 connections are dropped and the operation is retried with backoff for up to
-``retry_seconds``. Passwords never appear in ``repr`` or error messages.
+``retry_seconds`` (:class:`taskroll.store.retry.Backoff`). Passwords never appear in
+``repr`` or error messages.
 """
 
 from __future__ import annotations
@@ -44,17 +45,25 @@ import contextlib
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from taskroll.errors import StoreConnectionError, StoreError, require
+from taskroll.errors import StoreError, require
 from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore, read_in_pages
 from taskroll.store.postgres_query import Fragment, Translator
 from taskroll.store.query import Condition
+from taskroll.store.retry import Backoff
 from taskroll.store.urls import mask_url
+from taskroll.store.values import (
+    check_claim,
+    check_fields,
+    check_lease,
+    check_max_attempts,
+    check_pool,
+    check_records,
+)
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -96,7 +105,10 @@ _COLUMNS = (
     "attempts", "error", "claimed_from",
 )
 _SELECT = ", ".join(_COLUMNS)
-_TIME_COLUMNS = {"created", "started", "finished", "lease_until"}
+
+
+def _has_nul(*texts: Any) -> bool:
+    return any(isinstance(text, str) and "\0" in text for text in texts)
 
 
 def _payload(value: Any) -> tuple[str | None, bytes | None]:
@@ -199,8 +211,7 @@ class PostgresStore(TaskStore):
     def _run(self, operation: Callable[[Connection[Any]], Result]) -> Result:
         """Run ``operation`` on a pooled connection, reconnecting while the server is away."""
         psycopg = self._psycopg
-        deadline: float | None = None
-        delay = 0.05
+        backoff = Backoff(self.retry_seconds)
         while True:
             connection: Connection[Any] | None = None
             healthy = False
@@ -220,16 +231,8 @@ class PostgresStore(TaskStore):
                     stale, self._idle = self._idle, []
                 for item in stale:
                     self._release(item, healthy=False)
-                now = time.monotonic()
-                deadline = now + self.retry_seconds if deadline is None else deadline
-                if now >= deadline:
-                    raise StoreConnectionError(
-                        f"cannot reach the PostgreSQL task store {self.safe_url} "
-                        f"(retried {self.retry_seconds:g} s): {self._scrub(str(error))}; "
-                        "check that the server is running and the URL is right"
-                    ) from error
-                time.sleep(min(delay, max(deadline - now, 0.0)))
-                delay = min(delay * 2, 1.0)
+                backoff.wait(error, f"cannot reach the PostgreSQL task store {self.safe_url}: "
+                                    f"{self._scrub(str(error))}")
             except psycopg.Error as error:
                 healthy = True  # a failed statement leaves an autocommit connection usable
                 raise StoreError(
@@ -257,7 +260,7 @@ class PostgresStore(TaskStore):
 
     def _where(self, pool: str, conditions: Sequence[Condition]) -> Fragment:
         sql, params = Translator(self._jsonb).where(conditions)
-        return f"pool = %s AND {sql}", [pool, *params]
+        return f"pool = %s AND {sql}", [check_pool(pool), *params]
 
     # -- pools ---------------------------------------------------------------------------
     def list_pools(self) -> list[str]:
@@ -267,6 +270,8 @@ class PostgresStore(TaskStore):
 
     def drop_pool(self, pool: str) -> None:
         """Delete a pool and all its tasks (no error if absent)."""
+        check_pool(pool)
+
         def operation(connection: Connection[Any]) -> None:
             with connection.transaction():
                 connection.execute("DELETE FROM taskroll_tasks WHERE pool = %s", (pool,))
@@ -279,10 +284,10 @@ class PostgresStore(TaskStore):
 
         Raises:
             StoreError: When a record lacks ``_id``, ``def``, ``def_encoding`` or ``filter``.
+            TaskConfigError: For a value no store can hold (see :mod:`taskroll.store.values`).
         """
-        for record in records:
-            if any(name not in record for name in ("_id", "def", "def_encoding", "filter")):
-                raise StoreError("task records need _id, def, def_encoding and filter")
+        check_pool(pool)
+        records = check_records(records)
         order = sorted(range(len(records)), key=lambda index: str(records[index]["_id"]))
         rows = [records[index] for index in order]
         payloads = [_payload(record["def"]) for record in rows]
@@ -311,8 +316,8 @@ class PostgresStore(TaskStore):
                      [text for text, _ in payloads], [binary for _, binary in payloads],
                      [record["def_encoding"] for record in rows],
                      [self._jsonb(record["filter"]) for record in rows],
-                     [record.get("status") or "waiting" for record in rows],
-                     [int(record.get("priority") or 0) for record in rows],
+                     [record["status"] for record in rows],
+                     [record["priority"] for record in rows],
                      [numbers[index] for index in order]),
                 ).fetchall()
                 return {row[0] for row in inserted}
@@ -326,15 +331,10 @@ class PostgresStore(TaskStore):
         return result
 
     def _assignments(self, fields: Mapping[str, Any]) -> Fragment:
-        unknown = set(fields) - WRITABLE_FIELDS
-        if unknown:
-            raise StoreError(f"cannot write task fields {sorted(unknown)}")
         parts: list[str] = []
         params: list[Any] = []
-        for name, value in fields.items():
+        for name, value in check_fields(fields, WRITABLE_FIELDS, NOW).items():
             if value is NOW:
-                if name not in _TIME_COLUMNS:
-                    raise StoreError(f"NOW can only stamp time fields, not {name!r}")
                 parts.append(f"{name} = {CLOCK}")
             elif name in ("def", "res"):
                 parts.append(f"{name}_text = %s, {name}_bytes = %s")
@@ -350,7 +350,10 @@ class PostgresStore(TaskStore):
     def update(self, pool: str, task_id: str, fields: Mapping[str, Any],
                expected_status: str | None = None, expected_worker: str | None = None) -> bool:
         """Set fields of one task if it exists and the optional status/worker guards hold."""
-        where, params = "pool = %s AND id = %s", [pool, task_id]
+        where, params = "pool = %s AND id = %s", [check_pool(pool), task_id]
+        if _has_nul(task_id, expected_status, expected_worker):
+            check_fields(fields, WRITABLE_FIELDS, NOW)
+            return False  # no stored text holds NUL (PostgreSQL would refuse the query)
         if expected_status is not None:
             where += " AND status = %s"
             params.append(expected_status)
@@ -388,6 +391,7 @@ class PostgresStore(TaskStore):
         arrives, the retry first looks for a task carrying the token (the lost reply may
         have been a success) instead of claiming a second one.
         """
+        status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
         where, params = self._where(pool, conditions)
         token, sent = uuid.uuid4().hex, False
 
@@ -417,10 +421,13 @@ class PostgresStore(TaskStore):
 
     def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
         """Extend the lease of a running task still owned by ``worker``."""
+        lease_seconds = check_lease(lease_seconds)
+        if _has_nul(task_id, worker):
+            return False
         return self._modify(
             f"UPDATE taskroll_tasks SET lease_until = {CLOCK} + %s::float8 "
             "WHERE pool = %s AND id = %s AND status = 'running' AND worker = %s",
-            (float(lease_seconds), pool, task_id, worker),
+            (lease_seconds, check_pool(pool), task_id, worker),
         ) > 0
 
     def reap(self, pool: str, max_attempts: int) -> int:
@@ -434,7 +441,7 @@ class PostgresStore(TaskStore):
             f"finished = CASE WHEN attempts >= %(max)s THEN {CLOCK} ELSE finished END, "
             "worker = NULL, lease_until = NULL "
             f"WHERE pool = %(pool)s AND status = 'running' AND lease_until < {CLOCK}",
-            {"max": int(max_attempts), "pool": pool},
+            {"max": check_max_attempts(max_attempts), "pool": check_pool(pool)},
         )
 
     # -- reads ---------------------------------------------------------------------------

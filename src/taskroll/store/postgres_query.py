@@ -40,7 +40,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_text(value: Any) -> bool:
-    return isinstance(value, str)
+    return isinstance(value, str) and "\0" not in value  # stored text never holds NUL
 
 
 def _decimal(value: Any) -> Decimal:

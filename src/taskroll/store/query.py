@@ -14,6 +14,18 @@ Supported, in every backend:
 Values are compared in their canonical form (:func:`taskroll.task.spec.normalise`):
 dates as ISO strings, tuples as lists. Anything else raises :class:`QueryError`
 before the database is touched.
+
+Limits, the same in every store (each raises :class:`QueryError`):
+
+* ``$and`` may nest at most :data:`MAX_AND_DEPTH` (32) levels, and an operand (a list or
+  dict value) at most :data:`MAX_VALUE_DEPTH` (64) levels;
+* integers must fit in a signed 64-bit integer (what every store can hold);
+* strings (keys and values) must not contain NUL characters, which no store keeps
+  (PostgreSQL refuses them), and ``filter`` path parts must not contain ``"``, ``\\`` or
+  other control characters (SQLite's JSON paths cannot name such keys).
+
+``$in`` / ``$nin`` lists may be of any length: every store answers them in one
+statement whose size does not grow with the list (SQLite reads them with ``json_each``).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskroll.errors import QueryError, TaskConfigError
+from taskroll.store.values import MAX_DEPTH, json_problem, too_deep
 from taskroll.task.spec import normalise, task_id
 
 #: Task-level fields a query may name, besides ``filter.<path>``.
@@ -31,6 +44,11 @@ TASK_FIELDS = frozenset(
      "lease_until", "error", "claimed_from"}
 )
 OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", "$gt", "$gte", "$lt", "$lte"})
+#: Deepest nesting of ``$and`` a query may use.
+MAX_AND_DEPTH = 32
+#: Deepest nesting of lists and dicts inside one operand.
+MAX_VALUE_DEPTH = MAX_DEPTH
+_PATH_FORBIDDEN = frozenset({'"', "\\", *map(chr, range(32))})
 
 
 @dataclass(frozen=True)
@@ -51,20 +69,32 @@ class Condition:
 
 
 def _canonical(value: Any, where: str) -> Any:
+    if too_deep(value, MAX_VALUE_DEPTH):  # checked first: normalise recurses
+        raise QueryError(f"{where}: the operand nests deeper than {MAX_VALUE_DEPTH} levels")
     try:
-        return normalise(value, where)
+        canonical = normalise(value, where)
     except TaskConfigError as error:
         raise QueryError(str(error)) from error
+    problem = json_problem(canonical, MAX_VALUE_DEPTH)
+    if problem is not None:
+        raise QueryError(f"{where}: {problem}, so no task store can hold it")
+    return canonical
 
 
 def _split(key: str) -> tuple[str, tuple[str, ...]]:
     if not isinstance(key, str) or not key:
         raise QueryError(f"query keys must be non-empty strings, got {key!r}")
-    head, _, rest = key.partition(".")
+    head, dot, rest = key.partition(".")
     if head in ("filter", "def"):
+        if dot and not rest:
+            raise QueryError(f"malformed path {key!r}")
         path = tuple(rest.split(".")) if rest else ()
         if any(not part for part in path):
             raise QueryError(f"malformed path {key!r}")
+        if any(_PATH_FORBIDDEN.intersection(part) for part in path):
+            raise QueryError(
+                f"query path {key!r} contains a quote, a backslash or a control character; "
+                "such keys cannot be queried (rename the key in the task definition)")
         return "filter", path
     if rest or head not in TASK_FIELDS:
         raise QueryError(
@@ -90,19 +120,27 @@ def parse_query(query: Mapping[str, Any] | None) -> list[Condition]:
     """Parse a Mongo-style query into a flat list of conditions (all must hold).
 
     Raises:
-        QueryError: For unknown fields or operators, or malformed operands.
+        QueryError: For unknown fields or operators, malformed operands, or a query
+            beyond the limits in this module's docstring (e.g. ``$and`` nested deeper
+            than :data:`MAX_AND_DEPTH`).
     """
     if query is None:
         return []
+    return _parse(query, 0)
+
+
+def _parse(query: Any, depth: int) -> list[Condition]:
     if not isinstance(query, Mapping):
         raise QueryError(f"a query must be a dict, got {type(query).__name__}")
+    if depth > MAX_AND_DEPTH:
+        raise QueryError(f"$and nests deeper than {MAX_AND_DEPTH} levels; flatten the query")
     conditions: list[Condition] = []
     for key, value in query.items():
         if key == "$and":
-            if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
+            if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
                 raise QueryError("$and needs a list of queries")
             for part in value:
-                conditions.extend(parse_query(part))
+                conditions.extend(_parse(part, depth + 1))
             continue
         if isinstance(key, str) and key.startswith("$"):
             raise QueryError(f"unsupported top-level operator {key!r}; supported: $and")
@@ -110,7 +148,11 @@ def parse_query(query: Mapping[str, Any] | None) -> list[Condition]:
         if field == "filter" and not path:
             if isinstance(value, Mapping) and any(str(name).startswith("$") for name in value):
                 raise QueryError("operators on the whole 'filter' are not supported")
-            conditions.append(Condition("_id", (), "$eq", task_id(value)))
+            _canonical(value, key)  # the same limits as any operand
+            try:
+                conditions.append(Condition("_id", (), "$eq", task_id(value)))
+            except TaskConfigError as error:
+                raise QueryError(str(error)) from error
             continue
         operators = (
             value

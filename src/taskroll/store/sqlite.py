@@ -20,8 +20,18 @@ A fetch is one ``UPDATE ... WHERE seq = (SELECT ... ORDER BY priority DESC, seq
 LIMIT 1) RETURNING *`` statement, atomic under SQLite's single-writer lock, so
 processes sharing the file never claim the same task. Inserts run inside
 ``BEGIN IMMEDIATE`` (the write lock is held from the start), so concurrent
-creators cannot both insert one id. One connection per thread and process
-(connections are not shared across ``fork``).
+creators cannot both insert one id. Every write that takes more than one statement
+runs in :meth:`SQLiteStore._write_transaction`, which rolls back on *any* exception, so a
+failed write never leaves the file locked for other processes; values are checked
+(:mod:`taskroll.store.values`) before the transaction starts. One connection per thread
+and process (connections are not shared across ``fork``). Queries are translated by
+:mod:`taskroll.store.sqlite_query`.
+
+Permissions: a database file the store creates is readable and writable by its owner
+only (``0600``; SQLite gives its ``-wal`` and ``-shm`` files the same bits). Choose
+other bits with ``SQLiteStore(path, file_mode=0o640)`` or the URL option
+``sqlite:///path/tasks.db?file_mode=0640`` (octal). An existing file keeps its
+permissions.
 """
 
 from __future__ import annotations
@@ -35,16 +45,29 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from taskroll.errors import StoreConnectionError, StoreError
-from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore, read_in_pages
+from taskroll.store.base import NOW, WRITABLE_FIELDS, Record, TaskStore, read_in_pages
 from taskroll.store.query import Condition
+from taskroll.store.sqlite_query import COLUMNS as _COLUMNS
+from taskroll.store.sqlite_query import json_text
+from taskroll.store.sqlite_query import where as _where
+from taskroll.store.values import (
+    check_claim,
+    check_fields,
+    check_lease,
+    check_max_attempts,
+    check_pool,
+    check_records,
+)
 
 #: SQL for the database clock in UNIX seconds ('now' is fixed within one statement).
 NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
-_COLUMNS = {"_id": "id", **{name: name for name in RECORD_FIELDS if name != "_id"}}
 _SELECT = ", ".join(f"{column}" for column in _COLUMNS.values())
 _PAGE = 1000
+#: Permission bits of a database file the store creates: readable by its owner only.
+DEFAULT_FILE_MODE = 0o600
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -62,105 +85,6 @@ CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, created REAL);
 """
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _json_path(path: Sequence[str]) -> str:
-    return "$" + "".join('."' + part.replace('"', '""') + '"' for part in path)
-
-
-class _Translator:
-    """Builds a SQL ``WHERE`` fragment and its parameters from conditions."""
-
-    def __init__(self) -> None:
-        self.params: list[Any] = []
-
-    def _json_equal(self, path: str, value: Any) -> str:
-        kind = "json_type(filter, ?)"
-        extract = "json_extract(filter, ?)"
-        if value is None:
-            self.params.append(path)
-            return f"{kind} = 'null'"
-        if isinstance(value, bool):
-            self.params.append(path)
-            return f"{kind} = '{'true' if value else 'false'}'"
-        if isinstance(value, (int, float)):
-            self.params.extend([path, path, value])
-            return f"({kind} IN ('integer', 'real') AND {extract} = ?)"
-        if isinstance(value, str):
-            self.params.extend([path, path, value])
-            return f"({kind} = 'text' AND {extract} = ?)"
-        self.params.extend([path, path, _json_text(value)])
-        return f"({kind} IN ('array', 'object') AND {extract} = ?)"
-
-    def _json_order(self, path: str, operator: str, value: Any) -> str:
-        symbol = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[operator]
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            return "0"
-        kinds = "('text')" if isinstance(value, str) else "('integer', 'real')"
-        self.params.extend([path, path, value])
-        return f"(json_type(filter, ?) IN {kinds} AND json_extract(filter, ?) {symbol} ?)"
-
-    def _json_condition(self, condition: Condition) -> str:
-        path, operator, value = _json_path(condition.path), condition.operator, condition.value
-        if operator == "$exists":
-            self.params.append(path)
-            return f"json_type(filter, ?) IS {'NOT ' if value else ''}NULL"
-        if operator == "$eq":
-            return self._json_equal(path, value)
-        if operator == "$in":
-            return "(" + " OR ".join([self._json_equal(path, item) for item in value] or ["0"]) + ")"
-        if operator == "$nin":
-            self.params.append(path)  # the missing-path test comes first in the SQL text
-            options = [self._json_equal(path, item) for item in value] or ["0"]
-            return f"(json_type(filter, ?) IS NULL OR NOT ({' OR '.join(options)}))"
-        if operator == "$ne":
-            equal = self._json_equal(path, value)
-            self.params.append(path)
-            return f"(NOT {equal} OR json_type(filter, ?) IS NULL)"
-        return self._json_order(path, operator, value)
-
-    def _column_condition(self, condition: Condition) -> str:
-        column, operator, value = _COLUMNS[condition.field], condition.operator, condition.value
-        if operator == "$exists":
-            return f"{column} IS {'NOT ' if value else ''}NULL"
-        if operator == "$eq":
-            if value is None:
-                return "0"
-            self.params.append(value)
-            return f"{column} = ?"
-        if operator == "$ne":
-            self.params.append(value)
-            return f"({column} IS NULL OR {column} != ?)"
-        if operator in ("$in", "$nin"):
-            items = [item for item in value if item is not None]
-            if not items:
-                return "0" if operator == "$in" else "1"
-            self.params.extend(items)
-            marks = ", ".join("?" for _ in items)
-            if operator == "$in":
-                return f"{column} IN ({marks})"
-            return f"({column} IS NULL OR {column} NOT IN ({marks}))"
-        symbol = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[operator]
-        self.params.append(value)
-        return f"({column} IS NOT NULL AND {column} {symbol} ?)"
-
-    def where(self, conditions: Sequence[Condition]) -> str:
-        parts = [
-            self._json_condition(condition) if condition.field == "filter"
-            else self._column_condition(condition)
-            for condition in conditions
-        ]
-        return " AND ".join(parts) if parts else "1"
-
-
-def _where(pool: str, conditions: Sequence[Condition]) -> tuple[str, list[Any]]:
-    translator = _Translator()
-    clause = translator.where(conditions)
-    return f"pool = ? AND {clause}", [pool, *translator.params]
-
-
 def _to_record(row: Sequence[Any]) -> Record:
     record = dict(zip(_COLUMNS, row, strict=True))
     record["filter"] = json.loads(record["filter"]) if record["filter"] is not None else None
@@ -172,12 +96,15 @@ class SQLiteStore(TaskStore):
 
     scheme = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], busy_timeout_seconds: float = 60.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], busy_timeout_seconds: float = 60.0,
+                 file_mode: int = DEFAULT_FILE_MODE) -> None:
         """Open (and create if needed) the database file.
 
         Args:
             path: File path; parent folders are created.
             busy_timeout_seconds: How long a writer waits for the lock before failing.
+            file_mode: Permission bits of a database file this call creates (its ``-wal``
+                and ``-shm`` files get the same); an existing file keeps its own.
 
         Raises:
             StoreConnectionError: When the file cannot be created or opened.
@@ -186,8 +113,13 @@ class SQLiteStore(TaskStore):
             raise StoreConnectionError(
                 "an in-memory SQLite pool cannot be shared with workers; give a file path"
             )
+        if isinstance(file_mode, bool) or not isinstance(file_mode, int) \
+                or not 0 <= file_mode <= 0o777:
+            raise StoreConnectionError(f"file_mode must be permission bits like 0o600, "
+                                       f"got {file_mode!r}")
         self.path = Path(path).expanduser().resolve()
         self.busy_timeout_seconds = busy_timeout_seconds
+        self.file_mode = file_mode
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -195,6 +127,7 @@ class SQLiteStore(TaskStore):
         while True:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._create_file()
                 self._connection().executescript(_SCHEMA)
                 return
             except sqlite3.OperationalError as error:
@@ -209,13 +142,46 @@ class SQLiteStore(TaskStore):
                 raise StoreConnectionError(
                     f"cannot open SQLite task store at {self.path}: {error}") from error
 
+    def _create_file(self) -> None:
+        """Create the database file with ``file_mode`` (exactly, whatever the umask)."""
+        try:
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                 self.file_mode)
+        except FileExistsError:
+            return  # an existing file keeps its permissions
+        try:
+            os.fchmod(descriptor, self.file_mode)
+        finally:
+            os.close(descriptor)
+
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        """Open ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``."""
+        """Open ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``.
+
+        The URL may end in ``?file_mode=0640`` (octal permission bits for a new file;
+        default ``0600``).
+
+        Raises:
+            StoreConnectionError: For another scheme or an unknown or malformed option.
+        """
         prefix = "sqlite:///"
         if not url.startswith(prefix):
             raise StoreConnectionError(f"expected a URL like sqlite:///path/to/tasks.db, got {url!r}")
-        return cls(url[len(prefix):])
+        path, _, query = url[len(prefix):].partition("?")
+        options = parse_qs(query, keep_blank_values=True) if query else {}
+        unknown = sorted(set(options) - {"file_mode"})
+        if unknown:
+            raise StoreConnectionError(f"unknown SQLite URL options {unknown}; supported: "
+                                       "file_mode (e.g. ?file_mode=0640)")
+        file_mode = DEFAULT_FILE_MODE
+        if "file_mode" in options:
+            text = options["file_mode"][-1]
+            try:
+                file_mode = int(text, 8)
+            except ValueError as error:
+                raise StoreConnectionError(
+                    f"file_mode must be octal permission bits like 0640, got {text!r}") from error
+        return cls(path, file_mode=file_mode)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -238,17 +204,38 @@ class SQLiteStore(TaskStore):
         self._local.connection, self._local.pid = connection, os.getpid()
         return connection
 
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         try:
             return self._connection().execute(sql, params).fetchall()
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OverflowError) as error:
             raise StoreError(f"SQLite task store {self.path}: {error}") from error
 
     def _modify(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
         try:
             return self._connection().execute(sql, params).rowcount
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OverflowError) as error:
             raise StoreError(f"SQLite task store {self.path}: {error}") from error
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on *any* exception (never left open).
+
+        Raises:
+            StoreError: For SQLite's errors (the original chained); other exceptions pass
+                through unchanged, after the rollback.
+        """
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException as error:
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            if isinstance(error, (sqlite3.Error, OverflowError)):
+                raise StoreError(f"SQLite task store {self.path}: {error}") from error
+            raise
 
     # -- pools ---------------------------------------------------------------------------
     def list_pools(self) -> list[str]:
@@ -257,105 +244,94 @@ class SQLiteStore(TaskStore):
 
     def drop_pool(self, pool: str) -> None:
         """Delete a pool and all its tasks."""
-        connection = self._connection()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
+        check_pool(pool)
+        with self._write_transaction() as connection:
             connection.execute("DELETE FROM tasks WHERE pool = ?", (pool,))
             connection.execute("DELETE FROM pools WHERE name = ?", (pool,))
-            connection.execute("COMMIT")
-        except sqlite3.Error as error:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise StoreError(f"SQLite task store {self.path}: {error}") from error
 
     # -- writes --------------------------------------------------------------------------
     def insert_many(self, pool: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Insert tasks whose ids are new, under the write lock; return the inserted ids."""
-        connection = self._connection()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
+        """Insert tasks whose ids are new, under the write lock; return the inserted ids.
+
+        Raises:
+            StoreError: For a malformed record or a database failure (nothing is written).
+            TaskConfigError: For a value no store can hold (see :mod:`taskroll.store.values`).
+        """
+        check_pool(pool)
+        checked = check_records(records)
+        with self._write_transaction() as connection:
             connection.execute(
                 f"INSERT OR IGNORE INTO pools (name, created) VALUES (?, {NOW_SQL})", (pool,)
             )
-            ids = [record["_id"] for record in records]
-            existing: set[str] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                marks = ", ".join("?" for _ in chunk)
-                rows = connection.execute(
-                    f"SELECT id FROM tasks WHERE pool = ? AND id IN ({marks})", (pool, *chunk)
-                ).fetchall()
-                existing.update(row[0] for row in rows)
+            existing = {row[0] for row in connection.execute(
+                "SELECT id FROM tasks WHERE pool = ? AND id IN (SELECT value FROM json_each(?))",
+                (pool, json_text([record["_id"] for record in checked]))).fetchall()}
             rows_to_insert = []
             inserted: list[str] = []
-            for record in records:
+            for record in checked:
                 if record["_id"] in existing:
                     continue
                 existing.add(record["_id"])
                 inserted.append(record["_id"])
                 rows_to_insert.append((
                     pool, record["_id"], record["def"], record["def_encoding"],
-                    _json_text(record["filter"]), record.get("status") or "waiting",
-                    int(record.get("priority") or 0),
+                    json_text(record["filter"]), record["status"], record["priority"],
                 ))
             connection.executemany(
                 "INSERT INTO tasks (pool, id, def, def_encoding, filter, status, priority, created)"
                 f" VALUES (?, ?, ?, ?, ?, ?, ?, {NOW_SQL})",
                 rows_to_insert,
             )
-            connection.execute("COMMIT")
-            return inserted
-        except sqlite3.Error as error:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise StoreError(f"SQLite task store {self.path}: {error}") from error
+        return inserted
 
-    def _assignments(self, fields: Mapping[str, Any]) -> tuple[str, list[Any]]:
-        unknown = set(fields) - WRITABLE_FIELDS
-        if unknown:
-            raise StoreError(f"cannot write task fields {sorted(unknown)}")
+    @staticmethod
+    def _assignments(fields: Mapping[str, Any]) -> tuple[str, list[Any]]:
         parts, params = [], []
-        for name, value in fields.items():
+        for name, value in check_fields(fields, WRITABLE_FIELDS, NOW).items():
             if value is NOW:
                 parts.append(f"{name} = {NOW_SQL}")
                 continue
             parts.append(f"{name} = ?")
-            params.append(_json_text(value) if name == "filter" else value)
+            params.append(json_text(value) if name == "filter" else value)
         return ", ".join(parts), params
 
     def update(self, pool: str, task_id: str, fields: Mapping[str, Any],
                expected_status: str | None = None, expected_worker: str | None = None) -> bool:
         """Set fields of one task if the optional status/worker guards hold."""
-        if not fields:
-            return self.get(pool, task_id) is not None
-        assignments, params = self._assignments(fields)
-        sql = f"UPDATE tasks SET {assignments} WHERE pool = ? AND id = ?"
-        params.extend([pool, task_id])
+        where, params = "pool = ? AND id = ?", [check_pool(pool), task_id]
         if expected_status is not None:
-            sql += " AND status = ?"
+            where += " AND status = ?"
             params.append(expected_status)
         if expected_worker is not None:
-            sql += " AND worker = ?"
+            where += " AND worker = ?"
             params.append(expected_worker)
-        return self._modify(sql, params) > 0
+        if not fields:
+            return bool(self._execute(f"SELECT 1 FROM tasks WHERE {where}", params))
+        assignments, values = self._assignments(fields)
+        return self._modify(f"UPDATE tasks SET {assignments} WHERE {where}",
+                            [*values, *params]) > 0
 
     def update_many(self, pool: str, conditions: Sequence[Condition],
                     fields: Mapping[str, Any]) -> int:
-        """Set fields on every matching task."""
+        """Set fields on every matching task; return how many matched."""
+        where, where_params = _where(check_pool(pool), conditions)
+        if not fields:
+            return int(self._execute(f"SELECT count(*) FROM tasks WHERE {where}",
+                                     where_params)[0][0])
         assignments, params = self._assignments(fields)
-        where, where_params = _where(pool, conditions)
         return self._modify(f"UPDATE tasks SET {assignments} WHERE {where}", params + where_params)
 
     def delete_many(self, pool: str, conditions: Sequence[Condition]) -> int:
         """Delete every matching task."""
-        where, params = _where(pool, conditions)
+        where, params = _where(check_pool(pool), conditions)
         return self._modify(f"DELETE FROM tasks WHERE {where}", params)
 
     # -- claims --------------------------------------------------------------------------
     def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
               lease_seconds: float) -> Record | None:
         """Claim the highest-priority, oldest matching task in one atomic statement."""
-        where, params = _where(pool, conditions)
+        status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
+        where, params = _where(check_pool(pool), conditions)
         rows = self._execute(
             f"UPDATE tasks SET status = 'running', worker = ?, started = {NOW_SQL}, "
             f"lease_until = {NOW_SQL} + ?, attempts = attempts + 1, claimed_from = status "
@@ -367,10 +343,11 @@ class SQLiteStore(TaskStore):
 
     def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
         """Extend the lease of a running task still owned by ``worker``."""
+        lease_seconds = check_lease(lease_seconds)
         return self._modify(
             f"UPDATE tasks SET lease_until = {NOW_SQL} + ? "
             "WHERE pool = ? AND id = ? AND status = 'running' AND worker = ?",
-            (lease_seconds, pool, task_id, worker),
+            (lease_seconds, check_pool(pool), task_id, worker),
         ) > 0
 
     def reap(self, pool: str, max_attempts: int) -> int:
@@ -384,14 +361,14 @@ class SQLiteStore(TaskStore):
             f"finished = CASE WHEN attempts >= :max THEN {NOW_SQL} ELSE finished END, "
             "worker = NULL, lease_until = NULL "
             f"WHERE pool = :pool AND status = 'running' AND lease_until < {NOW_SQL}",
-            {"max": max_attempts, "pool": pool},
+            {"max": check_max_attempts(max_attempts), "pool": check_pool(pool)},
         )
 
     # -- reads ---------------------------------------------------------------------------
     def find(self, pool: str, conditions: Sequence[Condition],
              limit: int | None = None) -> Iterator[Record]:
         """Yield matching records oldest first, reading in pages (no long read transaction)."""
-        where, params = _where(pool, conditions)
+        where, params = _where(check_pool(pool), conditions)
         sql = f"SELECT seq, {_SELECT} FROM tasks WHERE {where} AND seq > ? ORDER BY seq LIMIT ?"
         pages = read_in_pages(lambda after, count: self._execute(sql, [*params, after, count]),
                               limit, _PAGE)
@@ -400,7 +377,7 @@ class SQLiteStore(TaskStore):
 
     def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
         """Count matching tasks per status with one GROUP BY."""
-        where, params = _where(pool, conditions)
+        where, params = _where(check_pool(pool), conditions)
         rows = self._execute(f"SELECT status, COUNT(*) FROM tasks WHERE {where} GROUP BY status",
                              params)
         return {status: count for status, count in rows}
