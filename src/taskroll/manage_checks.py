@@ -10,6 +10,7 @@ import math
 from typing import Any, Final
 
 from taskroll.errors import QueryError, TaskConfigError
+from taskroll.store import values
 
 #: The range of a signed 64-bit integer, what every store holds.
 INT64_RANGE: Final = (-(2**63), 2**63 - 1)
@@ -36,16 +37,12 @@ def check_query_number(value: Any, what: str) -> None:
 
 
 def check_priority(priority: Any) -> int:
-    """Return ``priority`` when it is a whole number within 64 bits.
+    """Return ``priority`` when it is a whole number within 64 bits (the stores' rule).
 
     Raises:
         TaskConfigError: Otherwise.
     """
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TaskConfigError(f"priority must be a whole number, got {priority!r}")
-    if not INT64_RANGE[0] <= priority <= INT64_RANGE[1]:
-        raise TaskConfigError(f"priority {priority} is outside the 64-bit integer range")
-    return priority
+    return values.check_priority(priority)
 
 
 def check_seconds(value: Any, what: str, zero: bool = False) -> float:

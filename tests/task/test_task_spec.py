@@ -116,3 +116,44 @@ def test_task_id_rejects_non_data_values() -> None:
         task_id({"model": object()})
     with pytest.raises(TaskConfigError, match="keys must be strings"):
         task_id({"model": {1: "a"}})
+
+
+#: Ids computed before non-finite floats got a tagged canonical form: they must never change.
+PINNED_IDS = [
+    ({"model": {"class": "LinearModel", "module_path": "taskroll.models.linear",
+                "kwargs": {"alpha": 0.5, "fit_intercept": True}}},
+     "2af64e00533f37cec7133c14a4719f32d199f6e311c92b464b35837a7e985744"),
+    ({"segments": {"train": (dt.date(2018, 1, 1), dt.datetime(2019, 3, 29)),
+                   "test": [dt.datetime(2019, 7, 1, 9, 30), None]}},
+     "36fcbd3bcc285893ecb630bf5296591d21f74277c460a5127d0f9b36939f1e58"),
+    ({"a": 1.0, "b": 2, "c": -3.25, "d": [1e300, 0.1], "e": "nan-ish", "f": "inf",
+      "g": "∞ unicode"},
+     "c35ee869212a4519c318255aea211c3ecb2536a64f0c3b748f736d135a60b4dd"),
+    ({}, "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"),
+]
+
+
+@pytest.mark.parametrize(("task", "expected"), PINNED_IDS)
+def test_existing_task_ids_never_change(task: Any, expected: str) -> None:
+    assert task_id(task) == expected
+
+
+@pytest.mark.parametrize(("number", "text"), [
+    (float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf"),
+    (np.float64("nan"), "nan"), (np.float32("inf"), "inf"),
+])
+def test_non_finite_floats_and_their_spelling_get_distinct_ids(number: Any, text: str) -> None:
+    assert task_id({"lr": number}) != task_id({"lr": text})
+    assert task_id({"lr": [number]}) != task_id({"lr": [text]})
+    # the same non-finite float always gets the same id
+    assert task_id({"lr": number}) == task_id({"lr": float(text)})
+
+
+def test_nan_inf_and_minus_inf_are_distinct() -> None:
+    ids = {task_id({"lr": float(text)}) for text in ("nan", "inf", "-inf")}
+    assert len(ids) == 3
+
+
+def test_reserved_key_cannot_forge_a_tagged_float() -> None:
+    with pytest.raises(TaskConfigError, match="__taskroll__"):
+        task_id({"lr": {"__taskroll__": "float", "value": "nan"}})

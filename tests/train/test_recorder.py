@@ -318,3 +318,30 @@ def test_facade_accepts_experiment_objects(tracking_uri: str) -> None:
     assert isinstance(experiment, Experiment)
     assert experiment.info["name"] == "objects"
     assert R.get_exp(experiment_id=experiment.id) == experiment
+
+
+def test_pool_reference_round_trip_resolves_to_a_trusted_recorder(tracking_uri: str) -> None:
+    from taskroll.store.codec import decode, encode
+    from taskroll.store.references import RecorderReference
+    from taskroll.train.recorder import as_recorder
+
+    with R.start(experiment_name="references") as recorder:
+        R.save_objects(**{"pred.pkl": [1, 2]})
+    decoded = decode(*encode({"model": recorder}))["model"]
+    # reading the pool gives an inert reference; the train layer makes it live
+    assert decoded == RecorderReference(recorder.id, tracking_uri)
+    assert decoded.id == recorder.id
+    live = as_recorder(decoded)
+    assert live == recorder and as_recorder(live) is live
+    assert live.load_object("pred.pkl") == [1, 2]  # the configured store is ours
+    assert Recorder.from_reference({"run_id": recorder.id, "tracking_uri": None}) == recorder
+    with pytest.raises(RecorderError, match="not a recorder reference"):
+        Recorder.from_reference({"run": recorder.id})
+
+
+def test_references_hold_no_credentials(tracking_uri: str) -> None:
+    from taskroll.store.references import RecorderReference
+
+    reference = RecorderReference("run", "postgresql://user:secret@host/db?password=secret")
+    assert reference.to_reference() == {"run_id": "run", "tracking_uri": "postgresql://host/db"}
+    assert "secret" not in repr(reference)

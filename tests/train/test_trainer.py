@@ -16,6 +16,7 @@ from taskroll.data import Alpha158, SyntheticMarket
 from taskroll.data.quality import DataQualityReport
 from taskroll.errors import TaskConfigError
 from taskroll.manage import TaskManager
+from taskroll.store.references import RecorderReference
 from taskroll.task.gen import RollingGen, task_generator
 from taskroll.train.experiment import R
 from taskroll.train.recorder import Recorder
@@ -130,7 +131,10 @@ def test_rolling_tasks_through_trainers_agree(isolated_settings: Settings,
     with TaskManager("pooled_pool") as manager:
         assert manager.task_stat() == {"done": 2}
         stored = [task["res"] for task in manager.query()]
-        assert all(isinstance(recorder, Recorder) for recorder in stored)
+        # the pool holds inert references; the train layer makes them live
+        assert all(isinstance(reference, RecorderReference) for reference in stored)
+        assert {Recorder.from_reference(reference) for reference in stored} == set(
+            pooled_recorders)
     tags = pooled_recorders[0].list_tags()
     assert tags["train_status"] == "end_task_train" and tags[TrainerRM.TM_ID]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from taskroll.errors import RecorderError
 from taskroll.train.experiment import Experiment
-from taskroll.train.recorder import R, Recorder
+from taskroll.train.recorder import R, Recorder, as_recorder
 
 _logger = logging.getLogger(__name__)
 
@@ -191,7 +191,9 @@ class RecorderCollector(Collector):
             kwargs = {"status": self.status, **self.list_kwargs}
             # Listed newest first; reversed so that the newest wins a duplicated key.
             return source.list_recorders("list", **kwargs)[::-1]
-        return [recorder for recorder in source if recorder.status in self.status]
+        # recorder references (e.g. task pool results) are resolved, for our stores only
+        recorders = [as_recorder(item) for item in source]
+        return [recorder for recorder in recorders if recorder.status in self.status]
 
     def collect(self, artifacts_key: str | Sequence[str] | None = None,
                 rec_filter_func: Callable[[Recorder], bool] | None = None,

@@ -54,12 +54,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 import taskroll
 from taskroll.errors import TaskrollError
 from taskroll.online.manager import OnlineManager
 from taskroll.online.strategy import RollingStrategy
+from taskroll.safe_yaml import UnsafeYamlError, load_yaml
 from taskroll.task.gen import RollingGen
 from taskroll.train.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
 
@@ -125,12 +125,19 @@ def load_config(path: Path) -> dict[str, Any]:
     """Read and check an online YAML config; relative ``path``/calendar entries are resolved.
 
     Raises:
-        OnlineConfigError: When the file cannot be read or a required key is missing.
+        OnlineConfigError: When the file cannot be read, is not valid YAML, exceeds the
+            limits of :mod:`taskroll.safe_yaml` (aliases, expansion, depth) or a required
+            key is missing.
     """
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        text = path.read_text()
+    except OSError as error:
         raise OnlineConfigError(f"cannot read online config {str(path)!r}: {error}") from error
+    try:
+        # limits on aliases, expansion and depth: see taskroll.safe_yaml
+        loaded = load_yaml(text, str(path))
+    except UnsafeYamlError as error:
+        raise OnlineConfigError(f"cannot read online config: {error}") from None
     if not isinstance(loaded, Mapping):
         raise OnlineConfigError(f"{path}: the config must be a mapping")
     config: dict[str, Any] = _dates_to_text(dict(loaded))

@@ -6,11 +6,18 @@ The store sees plain records; this codec turns Python values into a payload
 JSON (the default) is tagged so values survive the round trip: tuples,
 datetimes, dates, pandas Timestamps and numpy scalars are written as
 ``{"__taskroll__": kind, "value": ...}``; a recorder is written as its
-reference (run id and tracking URI), so trained models sit in a pool without
-pickle. Pickle is used only when the caller opted in (``allow_pickle=True``);
-decoding a pickled payload without that
-opt-in raises :class:`PickleNotAllowedError` instead of unpickling data from a
-shared database silently.
+reference (run id and tracking URI without credentials), so trained models sit
+in a pool without pickle. Pickle is used only when the caller opted in
+(``allow_pickle=True``); decoding a pickled payload without that opt-in raises
+:class:`PickleNotAllowedError` instead of unpickling data from a shared database
+silently.
+
+Reading a pool acts on nothing a writer planted: a recorder reference decodes to
+an inert :class:`~taskroll.store.references.RecorderReference` (this module imports
+nothing from :mod:`taskroll.train`); the train layer resolves it, for configured
+tracking stores only. Payloads are checked: every tag must have exactly the keys
+``__taskroll__`` and ``value`` with a value of the right type, values nest at most
+:data:`MAX_DEPTH` (100) levels; anything else raises :class:`SerializationError`.
 """
 
 from __future__ import annotations
@@ -22,16 +29,20 @@ import pickle
 from typing import Any
 
 from taskroll.errors import PickleNotAllowedError, SerializationError
+from taskroll.store.references import RecorderReference
 
 JSON = "json"
 PICKLE = "pickle"
 _TAG = "__taskroll__"
+#: Deepest nesting of dicts, lists and tuples encoded or decoded.
+MAX_DEPTH = 100
+#: Non-finite floats, the only values of the ``float`` tag.
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
-
-#: Types stored as a JSON reference instead of a pickle: tag -> (module, class). Only these
-#: classes are ever rebuilt from a pool, through their ``from_reference`` classmethod.
-_REFERENCE_TYPES: dict[str, tuple[str, str]] = {
-    "recorder": ("taskroll.train.recorder", "Recorder"),
+#: Types stored as a JSON reference instead of a pickle: tag -> inert reference class.
+#: Decoding gives that class, never a live object; upper layers resolve it.
+_REFERENCE_TYPES: dict[str, type[RecorderReference]] = {
+    "recorder": RecorderReference,
 }
 
 
@@ -39,7 +50,15 @@ class _NotJson(Exception):
     """Internal: a value has no tagged-JSON form."""
 
 
-def _tag(value: Any) -> Any:
+def _too_deep() -> SerializationError:
+    return SerializationError(f"value nested deeper than {MAX_DEPTH} levels of dicts and lists "
+                              "(or it contains itself)")
+
+
+def _tag(value: Any, depth: int = 1) -> Any:
+    # depth counts containers only: a scalar inside the 100th level is fine
+    if depth > MAX_DEPTH and isinstance(value, (dict, list, tuple)):
+        raise _too_deep()
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -53,11 +72,11 @@ def _tag(value: Any) -> Any:
             raise _NotJson("dict with non-string keys")
         if _TAG in value:
             raise _NotJson("dict using the reserved key")
-        return {key: _tag(item) for key, item in value.items()}
+        return {key: _tag(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_tag(item) for item in value]
+        return [_tag(item, depth + 1) for item in value]
     if isinstance(value, tuple) and type(value) is tuple:
-        return {_TAG: "tuple", "value": [_tag(item) for item in value]}
+        return {_TAG: "tuple", "value": [_tag(item, depth + 1) for item in value]}
     if type(value).__name__ == "Timestamp" and type(value).__module__.startswith("pandas"):
         return {_TAG: "timestamp", "value": value.isoformat()}
     if isinstance(value, dt.datetime):
@@ -65,40 +84,67 @@ def _tag(value: Any) -> Any:
     if isinstance(value, dt.date):
         return {_TAG: "date", "value": value.isoformat()}
     reference_tag = getattr(type(value), "__taskroll_reference__", None)
-    if reference_tag in _REFERENCE_TYPES:
-        return {_TAG: reference_tag, "value": _tag(value.to_reference())}
+    if isinstance(reference_tag, str) and reference_tag in _REFERENCE_TYPES:
+        try:
+            reference = _REFERENCE_TYPES[reference_tag].from_payload(value.to_reference())
+        except SerializationError as error:
+            raise _NotJson(f"bad {reference_tag} reference: {error}") from error
+        return {_TAG: reference_tag, "value": reference.to_reference()}
     if type(value).__module__ == "numpy" and hasattr(value, "item") and not getattr(value, "ndim", 0):
-        return _tag(value.item())
+        return _tag(value.item(), depth)
     raise _NotJson(type(value).__name__)
 
 
-def _untag(value: Any) -> Any:
+def _untag(value: Any, depth: int = 1) -> Any:
+    if depth > MAX_DEPTH and isinstance(value, (dict, list)):
+        raise _too_deep()
     if isinstance(value, list):
-        return [_untag(item) for item in value]
+        return [_untag(item, depth + 1) for item in value]
     if not isinstance(value, dict):
         return value
-    kind = value.get(_TAG)
-    if kind is None:
-        return {key: _untag(item) for key, item in value.items()}
-    raw = value["value"]
+    if _TAG not in value:
+        return {key: _untag(item, depth + 1) for key, item in value.items()}
+    kind = value[_TAG]
+    if set(value) != {_TAG, "value"}:
+        raise SerializationError(f"tagged JSON {kind!r} must have exactly the keys "
+                                 f"{_TAG!r} and 'value', got {sorted(value)}")
+    try:
+        return _untag_kind(kind, value["value"], depth)
+    except SerializationError:
+        raise
+    except (TypeError, ValueError, OverflowError) as error:
+        raise SerializationError(f"malformed tagged JSON {kind!r}: {error}") from error
+
+
+def _text(raw: Any, kind: str) -> str:
+    if not isinstance(raw, str):
+        raise SerializationError(f"tagged JSON {kind!r} needs a string value, got "
+                                 f"{type(raw).__name__}")
+    return raw
+
+
+def _untag_kind(kind: Any, raw: Any, depth: int) -> Any:
     if kind == "tuple":
-        return tuple(_untag(item) for item in raw)
+        if not isinstance(raw, list):
+            raise SerializationError(f"tagged JSON 'tuple' needs a list, got {type(raw).__name__}")
+        return tuple(_untag(item, depth + 1) for item in raw)
     if kind == "datetime":
-        return dt.datetime.fromisoformat(raw)
+        return dt.datetime.fromisoformat(_text(raw, kind))
     if kind == "date":
-        return dt.date.fromisoformat(raw)
+        return dt.date.fromisoformat(_text(raw, kind))
     if kind == "timestamp":
         import pandas as pd
 
-        return pd.Timestamp(raw)
+        return pd.Timestamp(_text(raw, kind))
     if kind == "float":
-        return float(raw)
-    if kind in _REFERENCE_TYPES:
-        import importlib
-
-        module_name, class_name = _REFERENCE_TYPES[kind]
-        return getattr(importlib.import_module(module_name), class_name).from_reference(_untag(raw))
-    raise SerializationError(f"unknown tagged JSON kind {kind!r}")
+        text = _text(raw, kind)
+        if text not in _NON_FINITE:
+            raise SerializationError(f"tagged JSON 'float' holds only 'nan', 'inf' or '-inf', "
+                                     f"got {text[:40]!r}")
+        return _NON_FINITE[text]
+    if isinstance(kind, str) and kind in _REFERENCE_TYPES:
+        return _REFERENCE_TYPES[kind].from_payload(raw)
+    raise SerializationError(f"unknown tagged JSON kind {str(kind)[:40]!r}")
 
 
 def encode(value: Any, allow_pickle: bool = False) -> tuple[str, str | bytes]:
@@ -113,6 +159,7 @@ def encode(value: Any, allow_pickle: bool = False) -> tuple[str, str | bytes]:
 
     Raises:
         PickleNotAllowedError: When the value needs pickle and ``allow_pickle`` is false.
+        SerializationError: When the value nests deeper than :data:`MAX_DEPTH` levels.
     """
     try:
         return JSON, json.dumps(_tag(value), separators=(",", ":"), ensure_ascii=False)
@@ -128,18 +175,25 @@ def encode(value: Any, allow_pickle: bool = False) -> tuple[str, str | bytes]:
 def decode(encoding: str | None, payload: str | bytes | None, allow_pickle: bool = False) -> Any:
     """Decode a payload written by :func:`encode`.
 
+    Recorder references decode to inert
+    :class:`~taskroll.store.references.RecorderReference` objects.
+
     Raises:
         PickleNotAllowedError: For a pickle payload when ``allow_pickle`` is false.
-        SerializationError: For an unknown encoding or a corrupt payload.
+        SerializationError: For an unknown encoding, a corrupt or malformed payload,
+            or one nested deeper than :data:`MAX_DEPTH` levels.
     """
     if payload is None:
         return None
     if encoding in (None, JSON):
-        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
         try:
-            return _untag(json.loads(text))
-        except ValueError as error:
+            text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
+            loaded = json.loads(text)
+        except RecursionError as error:
+            raise _too_deep() from error
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError included
             raise SerializationError(f"corrupt JSON payload: {error}") from error
+        return _untag(loaded)
     if encoding == PICKLE:
         if not allow_pickle:
             raise PickleNotAllowedError(
@@ -148,5 +202,10 @@ def decode(encoding: str | None, payload: str | bytes | None, allow_pickle: bool
                 "trust every writer of this pool"
             )
         data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
-        return pickle.loads(data)
+        try:
+            return pickle.loads(data)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
+                TypeError, ValueError) as error:
+            raise SerializationError(f"corrupt pickle payload: {type(error).__name__}: "
+                                     f"{error}") from error
     raise SerializationError(f"unknown encoding {encoding!r}")

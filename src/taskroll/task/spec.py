@@ -3,6 +3,24 @@
 A cfg is ``{"class": "Name", "module_path": "pkg.mod", "kwargs": {...}}``, a
 class, an instance, or a ``"pkg.mod.Name"`` string. A task is a dict of cfgs:
 ``{"model": cfg, "dataset": cfg, "record": [cfg, ...]}``.
+
+Limits, so that a hostile pool cannot crash or take over a worker:
+
+* Nesting: task definitions (and cfgs) nest at most :data:`MAX_DEPTH` (100) levels of
+  dicts, lists and tuples; deeper values raise :class:`~taskroll.errors.TaskConfigError`
+  instead of ``RecursionError``.
+* Modules: whoever can write a pool can make workers import the modules its tasks
+  name. An allowlist of module prefixes restricts that: :func:`set_allowed_modules`
+  (what ``taskroll.init(allowed_modules=...)`` sets) or, when it was never called,
+  the environment variable ``TASKROLL_ALLOWED_MODULES`` (comma separated, read at
+  use time), e.g. ``"taskroll.,mylab.models"``. A prefix ending with ``.`` matches
+  the package and everything under it; one without matches that module and its
+  submodules. Unset means everything is allowed. A disallowed or malformed module
+  path raises :class:`~taskroll.errors.TaskConfigError` before anything is imported.
+* Identity: non-finite floats have the tagged canonical form
+  ``{"__taskroll__": "float", "value": "nan"}`` (``"inf"``, ``"-inf"``), so ``nan`` and
+  the string ``"nan"`` get different task ids; dicts may not use the key
+  ``__taskroll__`` themselves. Every other value keeps the id it always had.
 """
 
 from __future__ import annotations
@@ -13,20 +31,111 @@ import hashlib
 import importlib
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
 from taskroll.errors import TaskConfigError
 
+#: Deepest nesting of dicts, lists and tuples accepted in a task definition or cfg.
+MAX_DEPTH = 100
+#: Environment variable holding the comma-separated allowlist of module prefixes.
+ALLOWED_MODULES_ENVIRONMENT = "TASKROLL_ALLOWED_MODULES"
+#: Key reserved for tagged values (shared with :mod:`taskroll.store.codec`).
+RESERVED_KEY = "__taskroll__"
 
-def _import_module(module_path: str | ModuleType, where: str) -> ModuleType:
+
+class _AllowedModules:
+    """The allowlist set by :func:`set_allowed_modules` (``None``: use the environment)."""
+
+    prefixes: tuple[str, ...] | None = None
+
+
+def set_allowed_modules(prefixes: Iterable[str] | str | None) -> None:
+    """Restrict the modules that task definitions may import, for this process.
+
+    Args:
+        prefixes: Module prefixes (``["taskroll.", "mylab.models"]`` or the string
+            ``"taskroll.,mylab.models"``); ``None`` goes back to the environment
+            variable ``TASKROLL_ALLOWED_MODULES`` (unset there: everything allowed).
+    """
+    if prefixes is None:
+        _AllowedModules.prefixes = None
+        return
+    items = prefixes.split(",") if isinstance(prefixes, str) else list(prefixes)
+    _AllowedModules.prefixes = tuple(item.strip() for item in items if item.strip())
+
+
+def allowed_modules() -> tuple[str, ...] | None:
+    """Return the module prefixes in force, or ``None`` when every module is allowed."""
+    if _AllowedModules.prefixes is not None:
+        return _AllowedModules.prefixes
+    raw = os.environ.get(ALLOWED_MODULES_ENVIRONMENT, "").strip()
+    if not raw:
+        return None
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def is_module_allowed(module_name: str) -> bool:
+    """Return whether ``module_name`` matches the allowlist (always true when none is set)."""
+    prefixes = allowed_modules()
+    if prefixes is None:
+        return True
+    for prefix in prefixes:
+        package = prefix.rstrip(".")
+        if module_name == package or module_name.startswith(package + "."):
+            return True
+    return False
+
+
+def _is_module_path(module_path: str) -> bool:
+    return bool(module_path) and all(part.isidentifier() for part in module_path.split("."))
+
+
+def _import_module(module_path: Any, where: str, named_by_config: bool = True) -> ModuleType:
     if isinstance(module_path, ModuleType):
         return module_path
+    if not isinstance(module_path, str) or not _is_module_path(module_path):
+        raise TaskConfigError(f"{where}: {module_path!r} is not a module path "
+                              "(dotted Python identifiers, e.g. 'taskroll.models.linear')")
+    # the allowlist restricts what a task names; a default module is chosen by the program
+    if named_by_config and not is_module_allowed(module_path):
+        source = ("set_allowed_modules()" if _AllowedModules.prefixes is not None
+                  else ALLOWED_MODULES_ENVIRONMENT)
+        raise TaskConfigError(
+            f"{where}: module {module_path!r} is not allowed by {source} "
+            f"(allowed prefixes: {', '.join(allowed_modules() or ())}); add its prefix there "
+            "if you trust it")
     try:
         return importlib.import_module(module_path)
-    except ImportError as error:
-        raise TaskConfigError(f"{where}: cannot import module {module_path!r}: {error}") from error
+    except Exception as error:  # ImportError, or any error raised by the module's own code
+        raise TaskConfigError(f"{where}: cannot import module {module_path!r}: "
+                              f"{type(error).__name__}: {error}") from error
+
+
+def check_depth(value: Any, where: str = "task", limit: int = MAX_DEPTH) -> None:
+    """Raise when dicts, lists and tuples in ``value`` nest deeper than ``limit`` levels.
+
+    Walks iteratively, so it never hits the interpreter's recursion limit itself;
+    a self-containing value counts as too deep.
+
+    Raises:
+        TaskConfigError: When the nesting is deeper than ``limit``.
+    """
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, Mapping):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            raise TaskConfigError(f"{where}: nested deeper than {limit} levels of dicts and "
+                                  "lists (or it contains itself)")
+        pending.extend((child, depth + 1) for child in children)
 
 
 def get_callable_by_config(config: Any, default_module: str | ModuleType | None = None,
@@ -51,14 +160,17 @@ def get_callable_by_config(config: Any, default_module: str | ModuleType | None 
         kwargs = config.get("kwargs", {}) or {}
         if not isinstance(kwargs, Mapping):
             raise TaskConfigError(f"{where}.kwargs: must be a dict, got {type(kwargs).__name__}")
+        check_depth(kwargs, f"{where}.kwargs")
         if not isinstance(name, str):
             return name, dict(kwargs)
+        named_by_config = "module_path" in config
         module_path = config.get("module_path", default_module)
         if module_path is None:
             if "." not in name:
                 raise TaskConfigError(f"{where}: 'module_path' is missing for class {name!r}")
             module_path, name = name.rsplit(".", 1)
-        module = _import_module(module_path, where)
+            named_by_config = True
+        module = _import_module(module_path, where, named_by_config)
         try:
             return getattr(module, name), dict(kwargs)
         except AttributeError as error:
@@ -70,7 +182,7 @@ def get_callable_by_config(config: Any, default_module: str | ModuleType | None 
             module_name, name = config.rsplit(".", 1)
             module = _import_module(module_name, where)
         elif default_module is not None:
-            module, name = _import_module(default_module, where), config
+            module, name = _import_module(default_module, where, False), config
         else:
             raise TaskConfigError(f"{where}: cannot locate {config!r}; give 'module.Name'")
         try:
@@ -128,6 +240,9 @@ def fill_placeholder(config: Any, placeholder_values: Mapping[str, Any]) -> Any:
 
     Returns:
         A new config; the input is left unchanged.
+
+    Raises:
+        TaskConfigError: When ``config`` nests deeper than :data:`MAX_DEPTH` levels.
     """
 
     def fill(node: Any) -> Any:
@@ -141,6 +256,7 @@ def fill_placeholder(config: Any, placeholder_values: Mapping[str, Any]) -> Any:
             return tuple(fill(item) for item in node)
         return copy.copy(node) if isinstance(node, (set, bytearray)) else node
 
+    check_depth(config)
     return fill(config)
 
 
@@ -149,18 +265,29 @@ def normalise(value: Any, where: str = "task") -> Any:
 
     Tuples become lists, dates and timestamps ISO strings (midnight dates as
     ``YYYY-MM-DD``), numpy scalars and arrays Python values, classes
-    ``"module.Name"``. Dict keys must be strings.
+    ``"module.Name"``, non-finite floats ``{"__taskroll__": "float", "value": "nan"}``.
+    Dict keys must be strings, other than ``__taskroll__``.
 
     Raises:
-        TaskConfigError: For values with no canonical form (e.g. open files, NaN keys).
+        TaskConfigError: For values with no canonical form (e.g. open files, NaN keys),
+            dicts using the reserved key, or nesting deeper than :data:`MAX_DEPTH`.
     """
+    return _normalise(value, where, 1)
+
+
+def _normalise(value: Any, where: str, depth: int) -> Any:
+    # depth counts containers only, as check_depth does
+    if depth > MAX_DEPTH and isinstance(value, (Mapping, list, tuple)):
+        raise TaskConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels of dicts and "
+                              "lists (or it contains itself)")
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
-            return repr(value)
+            # tagged, so that nan and "nan" (a string) are different definitions
+            return {RESERVED_KEY: "float", "value": repr(float(value))}
         # 1.0 == 1 in Python, so both must give the same task id
         return int(value) if value.is_integer() else float(value)
     if isinstance(value, Mapping):
@@ -168,10 +295,13 @@ def normalise(value: Any, where: str = "task") -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TaskConfigError(f"{where}: dict keys must be strings, got {key!r}")
-            result[key] = normalise(item, f"{where}.{key}")
+            if key == RESERVED_KEY:
+                raise TaskConfigError(f"{where}: the key {RESERVED_KEY!r} is reserved")
+            result[key] = _normalise(item, f"{where}.{key}", depth + 1)
         return result
     if isinstance(value, (list, tuple)):
-        return [normalise(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return [_normalise(item, f"{where}[{index}]", depth + 1)
+                for index, item in enumerate(value)]
     if isinstance(value, dt.datetime) or type(value).__name__ == "Timestamp":
         stamp = value if isinstance(value, dt.datetime) else value.to_pydatetime()
         if stamp.time() == dt.time(0) and stamp.tzinfo is None:
@@ -184,8 +314,8 @@ def normalise(value: Any, where: str = "task") -> Any:
     numpy_item = getattr(value, "item", None)
     if callable(numpy_item) and type(value).__module__ == "numpy":
         if getattr(value, "ndim", 0):
-            return normalise(value.tolist(), where)
-        return normalise(numpy_item(), where)
+            return _normalise(value.tolist(), where, depth)
+        return _normalise(numpy_item(), where, depth)
     raise TaskConfigError(
         f"{where}: a {type(value).__name__} has no canonical JSON form; "
         "use plain data (dict, list, str, numbers, dates) in task definitions"

@@ -15,6 +15,18 @@ Two MLflow behaviours are worked around:
 * SQLite has one writer at a time; writers can still get "database is locked"
   despite MLflow's busy timeout. :func:`call_mlflow` retries those with backoff and
   translates every other failure into :class:`~taskroll.errors.RecorderError`.
+
+Recorders in task pools: a pool holds only an inert
+:class:`~taskroll.store.references.RecorderReference` (run id, credential-free URI).
+:meth:`Recorder.from_reference` (and :func:`as_recorder`) make it live, only for the
+configured tracking store or one in ``TASKROLL_ALLOWED_TRACKING_URIS``.
+
+Unpickling artifacts: :meth:`Recorder.load_object` runs :func:`pickle.load`. A recorder
+built by this process, or resolved from a reference to the *configured* tracking store,
+is ours and loads freely (this keeps ``pred.pkl``/``task`` loading in trainers and
+collectors working). A recorder resolved from a reference to any other (allowlisted)
+store loads pickles only with the pool's opt-in, ``allow_pickle=True`` (the same flag
+that lets a :class:`~taskroll.manage.TaskManager` unpickle pool values).
 """
 
 from __future__ import annotations
@@ -29,12 +41,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskroll.errors import RecorderError
+from taskroll.store.references import RecorderReference, strip_credentials
+from taskroll.store.urls import mask_url
 from taskroll.train.tracking import (
     _check_status,
     _chunks,
     call_mlflow,
     local_directory,
     open_client,
+    resolve_tracking_uri,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +104,8 @@ class Recorder:
 
             tracking_uri = get_settings().resolved_tracking_uri()
         self.tracking_uri = tracking_uri
+        #: Whether :meth:`load_object` may unpickle this run's artifacts (see the module doc).
+        self.allow_pickle = True
         if run is None:
             client = self.client
             run = call_mlflow(lambda: client.get_run(run_id), f"get run {run_id}")
@@ -151,14 +168,40 @@ class Recorder:
     #: task pool can hold trained recorders without pickle.
     __taskroll_reference__ = "recorder"
 
-    def to_reference(self) -> dict[str, str]:
-        """Return the JSON-compatible reference (run id and tracking URI) of this recorder."""
-        return {"run_id": self._id, "tracking_uri": self.tracking_uri}
+    def to_reference(self) -> dict[str, str | None]:
+        """Return the JSON-compatible reference: run id and tracking URI without credentials."""
+        return RecorderReference(self._id, self.tracking_uri).to_reference()
 
     @classmethod
-    def from_reference(cls, reference: dict[str, str]) -> Recorder:
-        """Rebuild a recorder from :meth:`to_reference` output."""
-        return cls(reference["run_id"], reference.get("tracking_uri"))
+    def from_reference(cls, reference: RecorderReference | dict[str, Any],
+                       allow_pickle: bool = False) -> Recorder:
+        """Make a live recorder from a pool reference (or :meth:`to_reference` output).
+
+        The reference's URI must be the configured tracking URI or listed in
+        ``TASKROLL_ALLOWED_TRACKING_URIS``; the store is opened with this process's own
+        URI (its credentials), never with anything read from the pool.
+
+        Args:
+            reference: A :class:`~taskroll.store.references.RecorderReference` or its dict.
+            allow_pickle: Let :meth:`load_object` unpickle artifacts of a run that is not in
+                the configured store (runs there are always loadable).
+
+        Returns:
+            The recorder.
+
+        Raises:
+            RecorderError: When the store is not allowed (nothing is opened), the
+                reference is malformed, or the run does not exist.
+        """
+        if not isinstance(reference, RecorderReference):
+            try:
+                reference = RecorderReference.from_payload(reference)
+            except ValueError as error:
+                raise RecorderError(f"not a recorder reference: {error}") from error
+        tracking_uri, configured = resolve_tracking_uri(reference.tracking_uri, reference.run_id)
+        recorder = cls(reference.run_id, tracking_uri)
+        recorder.allow_pickle = configured or allow_pickle
+        return recorder
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Recorder) and other._id == self._id
@@ -278,11 +321,20 @@ class Recorder:
     def load_object(self, name: str) -> Any:
         """Unpickle the artifact ``name`` (e.g. ``"pred.pkl"``, ``"sig_analysis/ic.pkl"``).
 
-        Only load artifacts from stores you trust: this runs :func:`pickle.load`.
+        Only load artifacts from stores you trust: this runs :func:`pickle.load`. A recorder
+        resolved from a pool reference to a store other than the configured one needs
+        ``allow_pickle`` (see the module doc).
 
         Raises:
-            RecorderError: When the artifact does not exist or cannot be unpickled.
+            RecorderError: When the artifact does not exist, cannot be unpickled, or the
+                recorder may not unpickle.
         """
+        if not getattr(self, "allow_pickle", True):  # recorders pickled before it existed
+            raise RecorderError(
+                f"not unpickling {name!r} of run {self._id}: it came from a task pool reference "
+                f"to tracking store {mask_url(strip_credentials(self.tracking_uri))!r}, not this "
+                "process's own; "
+                "resolve it with allow_pickle=True only if you trust every writer of that store")
         local = local_directory(self._artifact_uri)
         if local is not None:
             return self._unpickle(local / name, name)
@@ -308,3 +360,22 @@ class Recorder:
         files = call_mlflow(lambda: client.list_artifacts(run_id, artifact_path),
                             f"list artifacts of {run_id}")
         return [entry.path for entry in files]
+
+
+def as_recorder(value: Recorder | RecorderReference | dict[str, Any],
+                allow_pickle: bool = False) -> Recorder:
+    """Return ``value`` as a live recorder: recorders unchanged, references resolved.
+
+    Args:
+        value: A recorder, or a reference read from a task pool.
+        allow_pickle: Passed to :meth:`Recorder.from_reference`.
+
+    Returns:
+        The recorder.
+
+    Raises:
+        RecorderError: As :meth:`Recorder.from_reference`.
+    """
+    if isinstance(value, Recorder):
+        return value
+    return Recorder.from_reference(value, allow_pickle=allow_pickle)

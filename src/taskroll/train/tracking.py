@@ -9,6 +9,13 @@ Two MLflow behaviours are worked around here:
 * SQLite has one writer at a time; writers can still get "database is locked"
   despite MLflow's busy timeout. :func:`call_mlflow` retries those with backoff and
   translates every other failure into :class:`~taskroll.errors.RecorderError`.
+
+Which stores a pool may name: a recorder reference read from a task pool is
+resolved by :func:`resolve_tracking_uri` only when its (credential-free) URI is
+this process's configured tracking URI (``taskroll.init(tracking_uri=...)`` /
+``TASKROLL_TRACKING_URI``) or one listed in ``TASKROLL_ALLOWED_TRACKING_URIS``
+(comma separated, read at use time). The credentials used are the reader's own,
+from those settings; none ever come from a pool.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from taskroll.errors import RecorderError
+from taskroll.store.references import strip_credentials
+from taskroll.store.urls import mask_url
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -45,6 +54,8 @@ _MAX_DELAY_SECONDS = 2.0
 
 #: MLflow run statuses, also available as ``Recorder.STATUS_*``.
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+#: Environment variable listing extra tracking URIs that pool references may name.
+ALLOWED_TRACKING_URIS_ENVIRONMENT = "TASKROLL_ALLOWED_TRACKING_URIS"
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -218,16 +229,65 @@ def open_client(tracking_uri: str) -> MlflowClient:
         with lock:
             # Building the client builds the store (MLflow 3 does it in the constructor,
             # older versions on first use): schema creation and alembic upgrades run here.
+            shown = mask_url(tracking_uri)
             client = call_mlflow(lambda: MlflowClient(tracking_uri=tracking_uri),
-                                 f"open the tracking store {tracking_uri}")
+                                 f"open the tracking store {shown}")
             call_mlflow(lambda: client.search_experiments(max_results=1),
-                        f"open the tracking store {tracking_uri}")
+                        f"open the tracking store {shown}")
         engine = getattr(getattr(client, "_tracking_client", None), "store", None)
         engine = getattr(engine, "engine", None)
         if engine is not None:
             _ClientCache.engines.append(engine)
         _ClientCache.clients[tracking_uri] = client
         return client
+
+
+def configured_tracking_uri() -> str:
+    """Return this process's tracking URI (settings), credentials included."""
+    from taskroll.config import get_settings
+
+    return get_settings().resolved_tracking_uri()
+
+
+def allowed_tracking_uris() -> dict[str, str]:
+    """Return the tracking stores pool references may name: credential-free URI -> full URI.
+
+    The configured tracking URI comes first; ``TASKROLL_ALLOWED_TRACKING_URIS`` adds more.
+    """
+    configured = configured_tracking_uri()
+    allowed = {strip_credentials(configured): configured}
+    for item in os.environ.get(ALLOWED_TRACKING_URIS_ENVIRONMENT, "").split(","):
+        if item.strip():
+            allowed.setdefault(strip_credentials(item.strip()), item.strip())
+    return allowed
+
+
+def resolve_tracking_uri(reference_uri: str | None, run_id: str) -> tuple[str, bool]:
+    """Map the tracking URI of a pool reference to a store this process may open.
+
+    Args:
+        reference_uri: URI read from the pool (``None``: the configured store).
+        run_id: The run named, for the error message.
+
+    Returns:
+        ``(full URI with this process's credentials, whether it is the configured store)``.
+
+    Raises:
+        RecorderError: When the URI is neither the configured one nor allowlisted; the
+            message shows it masked and opens nothing.
+    """
+    configured = configured_tracking_uri()
+    if reference_uri is None:
+        return configured, True
+    key = strip_credentials(reference_uri)
+    allowed = allowed_tracking_uris()
+    if key not in allowed:
+        shown = ", ".join(mask_url(uri) for uri in allowed)
+        raise RecorderError(
+            f"recorder {run_id!r} lives in tracking store {mask_url(key)!r}, which this "
+            f"process is not configured for (allowed: {shown}); set TASKROLL_TRACKING_URI "
+            f"or add it to {ALLOWED_TRACKING_URIS_ENVIRONMENT} if you trust it")
+    return allowed[key], key == strip_credentials(configured)
 
 
 def local_directory(artifact_uri: str) -> Path | None:

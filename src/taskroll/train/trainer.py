@@ -26,9 +26,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from taskroll.manage import TaskManager, run_task
+from taskroll.store.references import RecorderReference
 from taskroll.task.spec import fill_placeholder, init_instance_by_config
 from taskroll.train.experiment import R
-from taskroll.train.recorder import Recorder
+from taskroll.train.recorder import Recorder, as_recorder
 
 logger = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "workflow"
@@ -131,8 +132,21 @@ def begin_task_train(task_config: Mapping[str, Any], experiment_name: str,
     return recorder
 
 
-def end_task_train(rec: Recorder, experiment_name: str) -> Recorder:
-    """Second half of a delayed training: resume the run and execute its saved task."""
+def end_task_train(rec: Recorder | RecorderReference, experiment_name: str) -> Recorder:
+    """Second half of a delayed training: resume the run and execute its saved task.
+
+    Args:
+        rec: The run of :func:`begin_task_train`, or its reference read from a task pool
+            (resolved for the configured tracking stores only).
+        experiment_name: Experiment holding the run.
+
+    Returns:
+        The recorder.
+
+    Raises:
+        RecorderError: When a reference names a store this process is not configured for.
+    """
+    rec = as_recorder(rec)
     with R.start(experiment_name=experiment_name, recorder_id=rec.id, resume=True):
         _exe_task(R.load_object("task"))
     return rec
@@ -317,13 +331,15 @@ class TrainerRM(Trainer):
             recorders = []
             for task_id in ids:
                 task = manager.re_query(task_id)
-                if task is None or not isinstance(task.get("res"), Recorder):
+                result = None if task is None else task.get("res")
+                if task is None or not isinstance(result, (Recorder, RecorderReference)):
                     status = None if task is None else task["status"]
                     error = "" if task is None else (task.get("error") or "")
                     raise RuntimeError(
                         f"task {task_id} in pool {task_pool!r} ended {status} without a "
                         f"recorder:\n{error}")
-                recorder = task["res"]
+                # a pool holds inert references: resolve them here, for our stores only
+                recorder = as_recorder(result, allow_pickle=manager.allow_pickle)
                 recorder.set_tags(**{self.STATUS_KEY: self.STATUS_BEGIN, self.TM_ID: task_id})
                 recorders.append(recorder)
         return recorders
