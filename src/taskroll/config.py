@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from taskroll.errors import TaskConfigError
+from taskroll.task.spec import set_allowed_modules
 
 DEFAULT_TASK_DB_NAME = "taskroll"
 DEFAULT_LEASE_SECONDS = 60.0
@@ -170,6 +172,8 @@ def init(
     artifact_root: str | None = None,
     lease_seconds: float | None = None,
     max_attempts: int | None = None,
+    allowed_modules: Iterable[str] | str | None = None,
+    allowed_tracking_uris: Iterable[str] | str | None = None,
     **extra: object,
 ) -> Settings:
     """Set where tasks and experiments are stored (like ``qlib.init(mongo={...})``).
@@ -185,15 +189,24 @@ def init(
         artifact_root: Artifact location for new experiments.
         lease_seconds: Lease length for fetched tasks.
         max_attempts: Attempts before a task is marked ``failed``.
+        allowed_modules: Module prefixes that task definitions may import (e.g.
+            ``["taskroll.", "mylab.models"]``); a task naming another module fails before
+            anything is imported. Exported as ``TASKROLL_ALLOWED_MODULES``; unset:
+            every module is allowed (who can write the pool can run code in workers).
+        allowed_tracking_uris: Tracking URIs, besides ``tracking_uri``, whose recorder
+            references read from a pool may be opened. Exported as
+            ``TASKROLL_ALLOWED_TRACKING_URIS``.
         **extra: Kept in ``Settings.extra`` for extensions.
 
     Returns:
         The new settings.
 
     Raises:
-        TaskConfigError: When ``lease_seconds`` or ``max_attempts`` is out of range
-            (nothing is changed then).
+        TaskConfigError: When ``lease_seconds`` or ``max_attempts`` is out of range, or
+            an allowlist is empty (nothing is changed then).
     """
+    modules = None if allowed_modules is None else _joined(allowed_modules)
+    tracking_uris = None if allowed_tracking_uris is None else _joined(allowed_tracking_uris)
     if lease_seconds is not None:
         lease_seconds = check_lease_seconds(lease_seconds)
     if max_attempts is not None:
@@ -218,7 +231,25 @@ def init(
         "TASKROLL_LEASE_SECONDS": str(updated.lease_seconds),
         "TASKROLL_MAX_ATTEMPTS": str(updated.max_attempts),
     }
+    if modules is not None:
+        exported["TASKROLL_ALLOWED_MODULES"] = modules
+        set_allowed_modules(None)  # the environment variable now decides, here and in workers
+    if tracking_uris is not None:
+        exported["TASKROLL_ALLOWED_TRACKING_URIS"] = tracking_uris
     for name, value in exported.items():
         if value:
             os.environ[name] = value
     return updated
+
+
+def _joined(values: Iterable[str] | str) -> str:
+    """Comma-joined items of a list setting (a string is taken as already joined).
+
+    Raises:
+        TaskConfigError: For an empty list (an empty allowlist would silently allow all).
+    """
+    items = values.split(",") if isinstance(values, str) else list(values)
+    joined = ",".join(str(item).strip() for item in items if str(item).strip())
+    if not joined:
+        raise TaskConfigError(f"an allowlist needs at least one entry, got {values!r}")
+    return joined

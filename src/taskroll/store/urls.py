@@ -12,17 +12,22 @@ def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***`` (safe to log).
 
     Handles ``scheme://user:password@host/...`` URLs (including several hosts, as in
-    MongoDB replica-set URLs), ``password=`` query options, and libpq ``key=value``
-    connection strings.
+    MongoDB replica-set URLs), secret query options (``password=``, ``token=``,
+    ``secret=``, ``...key=``, ``auth=``; not ``authSource=``), and libpq ``key=value`` connection strings.
     """
     try:
         parts = urlsplit(url)
     except ValueError:
-        return re.sub(r"password=\S+", "password=***", url)
+        return _SECRET_OPTION.sub(r"\1=***", url)
     if parts.password is None:
-        return re.sub(r"password=[^&\s]+", "password=***", url)
+        return _SECRET_OPTION.sub(r"\1=***", url)
     host = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
     netloc = f"{user}:***@{host}"
-    query = re.sub(r"password=[^&]+", "password=***", parts.query)
+    query = _SECRET_OPTION.sub(r"\1=***", parts.query)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_SECRET_OPTION = re.compile(
+    r"\b(password|passwd|token|secret|[a-z_]*key|auth|auth_?token|authorization)=[^&\s]+",
+    re.IGNORECASE)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from taskroll.config import get_settings
 from taskroll.errors import RecorderError
+from taskroll.store.urls import mask_url
 from taskroll.train.recorder import Recorder
 from taskroll.train.tracking import (
     call_mlflow,
@@ -323,7 +324,7 @@ class ExperimentManager:
             return self._wrap(found)
         if not create or experiment_id is not None:
             wanted = experiment_id or experiment_name or self.default_experiment_name
-            raise RecorderError(f"no experiment {wanted!r} in {self.uri}")
+            raise RecorderError(f"no experiment {wanted!r} in {mask_url(self.uri)}")
         try:
             return self.create_exp(experiment_name)
         except RecorderError as error:

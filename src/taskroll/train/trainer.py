@@ -334,7 +334,7 @@ class TrainerRM(Trainer):
                 result = None if task is None else task.get("res")
                 if task is None or not isinstance(result, (Recorder, RecorderReference)):
                     status = None if task is None else task["status"]
-                    error = "" if task is None else (task.get("error") or "")
+                    error = _error_text(None if task is None else task.get("error"))
                     raise RuntimeError(
                         f"task {task_id} in pool {task_pool!r} ended {status} without a "
                         f"recorder:\n{error}")
@@ -408,3 +408,13 @@ class DelayTrainerRM(TrainerRM):
             run_task(self.train_func, manager, experiment_name=experiment_name)
             run_task(end_train_func or self.end_train_func, manager,
                      before_status=TaskManager.STATUS_PART_DONE, experiment_name=experiment_name)
+
+
+def _error_text(error: Any) -> str:
+    """A task's recorded failure as text: kind, message and traceback (``""`` when none)."""
+    if not error:
+        return ""
+    if isinstance(error, Mapping):
+        head = ": ".join(str(part) for part in (error.get("kind"), error.get("message")) if part)
+        return "\n".join(part for part in (head, str(error.get("traceback") or "")) if part)
+    return str(error)
