@@ -9,21 +9,19 @@ uses its own fresh pool, so one database may serve the whole suite)::
         def store_url(self, tmp_path):
             return f"sqlite:///{tmp_path / 'tasks.db'}"
 
-The module also has whole-system checks used by the concurrency and fault tests of
-every backend: :func:`check_workers_exactly_once`, :func:`check_concurrent_create`.
+The whole-system checks used by the concurrency and fault tests of every backend
+(:func:`check_workers_exactly_once`, :func:`check_concurrent_create`, the worker process
+targets) live in :mod:`taskroll.testing_system` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import reprlib
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +30,21 @@ from taskroll.errors import QueryError, StatusTransitionError, TaskConfigError
 from taskroll.store import TaskStore, open_store, parse_query
 from taskroll.store.base import NOW
 from taskroll.store.query import MAX_AND_DEPTH, matches
+from taskroll.testing_system import (
+    _marker_task,
+    check_concurrent_create,
+    check_workers_exactly_once,
+    fresh_pool,
+    gather_processes,
+    interruptible_task,
+    run_worker_process,
+)
 
-_CONTEXT = multiprocessing.get_context("spawn")
-
+__all__ = [
+    "BAD_PRIORITIES", "TaskStoreContract", "_marker_task", "check_concurrent_create",
+    "check_workers_exactly_once", "interruptible_task", "make_record", "nested_and",
+    "nested_list", "run_worker_process",
+]
 
 def make_record(number: int, **filter_extra: Any) -> dict[str, Any]:
     """Return a plain record for tests: id ``task-<number>``, a small JSON definition."""
@@ -123,10 +133,6 @@ BAD_PRIORITIES: tuple[Any, ...] = (True, False, 1.7, 2.0, float("nan"), "high", 
                                    2**63, -(2**63) - 1, 2**70, [1], {"p": 1})
 
 
-def _fresh_pool() -> str:
-    return f"contract_{uuid.uuid4().hex[:12]}"
-
-
 def _insert_worker(url: str, pool: str, count: int, queue: Any) -> None:
     with open_store(url) as store:
         inserted = store.insert_many(pool, [make_record(number) for number in range(count)])
@@ -144,30 +150,6 @@ def _fetch_worker(url: str, pool: str, queue: Any) -> None:
     queue.put(claimed)
 
 
-def _gather(target: Any, arguments_list: list[tuple[Any, ...]]) -> list[Any]:
-    """Run one process per argument tuple; return what each put on the queue."""
-    import queue as queue_module
-
-    queue = _CONTEXT.Queue()
-    processes = [_CONTEXT.Process(target=target, args=(*arguments, queue))
-                 for arguments in arguments_list]
-    for process in processes:
-        process.start()
-    results: list[Any] = []
-    deadline = time.monotonic() + 600
-    while len(results) < len(processes):
-        try:
-            results.append(queue.get(timeout=0.5))
-        except queue_module.Empty:
-            crashed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
-            assert not crashed, f"helper process exited with {crashed}"
-            assert time.monotonic() < deadline, "helper processes did not finish in 600 s"
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0, f"helper process exited with {process.exitcode}"
-    return results
-
-
 class TaskStoreContract:
     """Pytest mixin: every invariant of :class:`taskroll.store.base.TaskStore`."""
 
@@ -180,7 +162,7 @@ class TaskStoreContract:
     @pytest.fixture
     def pool(self, store: TaskStore) -> Iterator[str]:
         """A fresh pool name, dropped after the test."""
-        name = _fresh_pool()
+        name = fresh_pool()
         yield name
         store.drop_pool(name)
 
@@ -220,7 +202,7 @@ class TaskStoreContract:
         assert store.get(pool, "nope") is None
 
     def test_unknown_pool_reads_empty(self, store: TaskStore) -> None:
-        pool = _fresh_pool()
+        pool = fresh_pool()
         assert list(store.find(pool, [])) == []
         assert store.count_by_status(pool, []) == {}
         assert store.fetch(pool, [], "waiting", "w", 10) is None
@@ -366,7 +348,7 @@ class TaskStoreContract:
         with pytest.raises(TaskConfigError, match="priority"):
             store.update_many(pool, [], {"priority": priority})
         self._assert_unchanged_and_usable(store, pool, before)
-        new_pool = _fresh_pool()  # a refused insert does not create its pool either
+        new_pool = fresh_pool()  # a refused insert does not create its pool either
         with pytest.raises(TaskConfigError, match="priority"):
             store.insert_many(new_pool, [{**make_record(1), "priority": priority}])
         assert new_pool not in store.list_pools()
@@ -458,109 +440,13 @@ class TaskStoreContract:
     def test_processes_never_claim_twice(self, store: TaskStore, store_url: str,
                                          pool: str) -> None:
         store.insert_many(pool, [make_record(number) for number in range(300)])
-        results = _gather(_fetch_worker, [(store_url, pool)] * 3)
+        results = gather_processes(_fetch_worker, [(store_url, pool)] * 3)
         claimed = [task for result in results for task in result]
         assert sorted(claimed) == sorted(make_record(n)["_id"] for n in range(300))
 
     def test_concurrent_inserts_insert_once(self, store: TaskStore, store_url: str,
                                             pool: str) -> None:
-        results = _gather(_insert_worker, [(store_url, pool, 300)] * 2)
+        results = gather_processes(_insert_worker, [(store_url, pool, 300)] * 2)
         inserted = [task for result in results for task in result]
         assert sorted(inserted) == sorted(make_record(n)["_id"] for n in range(300))
         assert store.count_by_status(pool, []) == {"waiting": 300}
-
-
-# -- whole-system checks shared by every backend's tests -----------------------------------
-def _marker_task(task_def: dict[str, Any], marker_dir: str) -> dict[str, Any]:
-    """A task function for the exactly-once checks: leaves one marker line per execution."""
-    with open(Path(marker_dir) / f"{os.getpid()}.log", "a", encoding="utf-8") as handle:
-        handle.write(f"{task_def['index']}\n")
-    return {"index": task_def["index"]}
-
-
-def interruptible_task(task_def: dict[str, Any], marker_dir: str) -> dict[str, Any]:
-    """A task function for crash tests: its first execution announces itself and hangs.
-
-    The first run of each ``index`` creates ``started-<index>`` in ``marker_dir`` and
-    sleeps for ``task_def["sleep"]`` seconds (long enough to be killed); later runs
-    return at once. Every run is logged like :func:`_marker_task`.
-    """
-    started = Path(marker_dir) / f"started-{task_def['index']}"
-    first = not started.exists()
-    started.touch()
-    if first:
-        time.sleep(float(task_def.get("sleep", 600)))
-    return _marker_task(task_def, marker_dir)
-
-
-def run_worker_process(url: str, pool: str, marker_dir: str, lease_seconds: float,
-                       crashable: bool = False, db_name: str | None = None) -> None:
-    """Process target: one ``run_task`` loop over ``pool`` with the marker task functions."""
-    from taskroll.manage import TaskManager, run_task
-
-    task_func = interruptible_task if crashable else _marker_task
-    with TaskManager(pool, store=open_store(url, db_name), lease_seconds=lease_seconds) as manager:
-        run_task(task_func, manager, marker_dir=marker_dir)
-        manager.store.close()
-
-
-def _run_worker(url: str, pool: str, marker_dir: str, db_name: str | None) -> None:
-    from taskroll.manage import TaskManager, run_task
-
-    with TaskManager(pool, store=open_store(url, db_name)) as manager:
-        run_task(_marker_task, manager, marker_dir=marker_dir)
-        manager.store.close()
-
-
-def check_workers_exactly_once(url: str, workers: int, tasks: int, marker_dir: Path,
-                               db_name: str | None = None) -> None:
-    """Run ``workers`` processes of ``run_task`` over ``tasks`` tasks; assert each ran once.
-
-    Raises:
-        AssertionError: When a task ran twice, never, or is not ``done``.
-    """
-    from taskroll.manage import TaskManager
-
-    pool = _fresh_pool()
-    marker_dir.mkdir(parents=True, exist_ok=True)
-    with TaskManager(pool, store=open_store(url, db_name)) as manager:
-        manager.create_task([{"index": index} for index in range(tasks)])
-        processes = [_CONTEXT.Process(target=_run_worker, args=(url, pool, str(marker_dir), db_name))
-                     for _ in range(workers)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join(timeout=1200)
-            assert process.exitcode == 0, f"worker exited with {process.exitcode}"
-        runs = [int(line) for path in marker_dir.glob("*.log")
-                for line in path.read_text(encoding="utf-8").split()]
-        assert len(runs) == tasks, f"{len(runs)} executions for {tasks} tasks"
-        assert sorted(runs) == list(range(tasks))
-        assert manager.task_stat() == {"done": tasks}
-        assert sorted(task["res"]["index"] for task in manager.query()) == list(range(tasks))
-        manager.store.drop_pool(pool)
-        manager.store.close()
-
-
-def _create_worker(url: str, pool: str, count: int, db_name: str | None, queue: Any) -> None:
-    from taskroll.manage import TaskManager
-
-    with TaskManager(pool, store=open_store(url, db_name)) as manager:
-        before = manager.task_stat().get("waiting", 0)
-        ids = manager.create_task([{"index": index} for index in range(count)])
-        queue.put((before, ids))
-        manager.store.close()
-
-
-def check_concurrent_create(url: str, tasks: int, db_name: str | None = None) -> None:
-    """Two processes call ``create_task`` on the same definitions at once; each is stored once."""
-    from taskroll.manage import TaskManager
-
-    pool = _fresh_pool()
-    results = _gather(_create_worker, [(url, pool, tasks, db_name)] * 2)
-    assert results[0][1] == results[1][1], "both creators must get the same ids"
-    with TaskManager(pool, store=open_store(url, db_name)) as manager:
-        assert manager.task_stat() == {"waiting": tasks}
-        assert len({task["_id"] for task in manager.query()}) == tasks
-        manager.store.drop_pool(pool)
-        manager.store.close()
