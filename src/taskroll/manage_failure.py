@@ -104,7 +104,8 @@ def error_text(kind: str | None, message: str | None, traceback: str | None,
             history = [*history, {name: earlier[name] for name in _ENTRY_FIELDS}]
     record = {"kind": kind, "message": message, "traceback": traceback, "attempt": attempt,
               "history": history[-HISTORY_LIMIT:]}
-    return json.dumps(record, ensure_ascii=False, default=str)
+    # ASCII: a lone surrogate in an exception message must not make the failure unstorable
+    return json.dumps(record, ensure_ascii=True, default=str)
 
 
 def describe(error: BaseException) -> str:

@@ -41,11 +41,19 @@ __all__ = [
 INTEGER_RANGE: Final = range(-(2**63), 2**63)
 #: Deepest nesting of lists and dicts in a stored ``filter`` or a query operand.
 MAX_DEPTH: Final = 64
-_ATTEMPTS_RANGE: Final = range(0, 2**31)
 _STATUSES: Final = frozenset(status.value for status in Status)
 _TIME_FIELDS: Final = frozenset({"started", "finished", "lease_until"})
 _TEXT_FIELDS: Final = frozenset({"worker", "def_encoding", "res_encoding"})
 _REQUIRED: Final = ("_id", "def", "def_encoding", "filter")
+
+
+def _fits_64_bits(value: int) -> bool:
+    """Whether an int (or int subclass, e.g. an IntEnum) is a signed 64-bit integer.
+
+    Compared, not looked up in :data:`INTEGER_RANGE`: ``range`` membership of anything
+    but an exact ``int`` walks the whole range.
+    """
+    return -(2**63) <= int(value) < 2**63
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
@@ -75,7 +83,7 @@ def json_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
         if item is None or isinstance(item, bool):
             continue
         if isinstance(item, int):
-            if item not in INTEGER_RANGE:
+            if not _fits_64_bits(item):
                 return f"the integer {item} does not fit in 64 bits"
         elif isinstance(item, float):
             if not math.isfinite(item):
@@ -83,18 +91,31 @@ def json_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
         elif isinstance(item, str):
             if "\0" in item:
                 return f"the string {item!r} contains a NUL character"
+            if _has_surrogate(item):
+                return f"the string {item!r} holds a lone surrogate (not valid Unicode)"
         elif isinstance(item, Mapping):
             for key in item:
                 if not isinstance(key, str):
                     return f"the key {key!r} is not a string"
                 if "\0" in key:
                     return f"the key {key!r} contains a NUL character"
+                if _has_surrogate(key):
+                    return f"the key {key!r} holds a lone surrogate (not valid Unicode)"
             pending.extend(item.values())
         elif isinstance(item, (list, tuple)):
             pending.extend(item)
         else:
             return f"a {type(item).__name__} is not plain JSON"
     return None
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate, which no store can encode as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def check_priority(value: Any) -> int:
@@ -104,7 +125,7 @@ def check_priority(value: Any) -> int:
         TaskConfigError: Unless ``value`` is an ``int`` (not ``bool``) in the signed
             64-bit range.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value not in INTEGER_RANGE:
+    if isinstance(value, bool) or not isinstance(value, int) or not _fits_64_bits(value):
         raise TaskConfigError(
             f"invalid task priority {value!r}: a priority is an integer from -2**63 to "
             "2**63 - 1 (higher is fetched first)")
@@ -176,7 +197,7 @@ def check_max_attempts(value: Any) -> int:
     Raises:
         TaskConfigError: Unless ``value`` is an ``int`` from 1 to ``2**31 - 1``.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value not in _ATTEMPTS_RANGE \
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= int(value) < 2**31 \
             or value < 1:
         raise TaskConfigError(f"invalid max_attempts {value!r}: expected an integer from 1 to "
                               "2**31 - 1")
@@ -217,7 +238,7 @@ def _check_field(name: str, value: Any, now: object) -> Any:
     if name in ("def", "res"):
         return _check_payload(value, name, optional=name == "res")
     if name == "attempts":
-        if isinstance(value, bool) or not isinstance(value, int) or value not in _ATTEMPTS_RANGE:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= int(value) < 2**31:
             raise TaskConfigError(f"invalid attempts count {value!r}: expected an integer "
                                   "from 0 to 2**31 - 1")
         return int(value)

@@ -272,24 +272,32 @@ def normalise(value: Any, where: str = "task") -> Any:
         TaskConfigError: For values with no canonical form (e.g. open files, NaN keys),
             dicts using the reserved key, or nesting deeper than :data:`MAX_DEPTH`.
     """
-    return _normalise(value, where, 1)
+    return _normalise(value, where, 1, True)
 
 
-def _normalise(value: Any, where: str, depth: int) -> Any:
+def _normalise(value: Any, where: str, depth: int, big_floats: bool) -> Any:
+    """:func:`normalise`; ``big_floats`` keeps whole floats beyond 64 bits as floats (for
+    filters, which every store holds within 64 bits); task ids turn them into ints, as
+    they always did, so that no existing id changes."""
     # depth counts containers only, as check_depth does
     if depth > MAX_DEPTH and isinstance(value, (Mapping, list, tuple)):
         raise TaskConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels of dicts and "
                               "lists (or it contains itself)")
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _unicode(value, where)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             # tagged, so that nan and "nan" (a string) are different definitions
             return {RESERVED_KEY: "float", "value": repr(float(value))}
-        # 1.0 == 1 in Python, so both must give the same task id
-        return int(value) if value.is_integer() else float(value)
+        # 1.0 == 1 in Python, so both must give the same task id; in a filter a whole
+        # float beyond 64 bits stays a float (every store holds it as one, none the int)
+        if value.is_integer() and (not big_floats or -(2**63) <= value < 2**63):
+            return int(value)
+        return float(value)
     if isinstance(value, Mapping):
         result: dict[str, Any] = {}
         for key, item in value.items():
@@ -297,10 +305,11 @@ def _normalise(value: Any, where: str, depth: int) -> Any:
                 raise TaskConfigError(f"{where}: dict keys must be strings, got {key!r}")
             if key == RESERVED_KEY:
                 raise TaskConfigError(f"{where}: the key {RESERVED_KEY!r} is reserved")
-            result[key] = _normalise(item, f"{where}.{key}", depth + 1)
+            _unicode(key, where)
+            result[key] = _normalise(item, f"{where}.{key}", depth + 1, big_floats)
         return result
     if isinstance(value, (list, tuple)):
-        return [_normalise(item, f"{where}[{index}]", depth + 1)
+        return [_normalise(item, f"{where}[{index}]", depth + 1, big_floats)
                 for index, item in enumerate(value)]
     if isinstance(value, dt.datetime) or type(value).__name__ == "Timestamp":
         stamp = value if isinstance(value, dt.datetime) else value.to_pydatetime()
@@ -314,17 +323,28 @@ def _normalise(value: Any, where: str, depth: int) -> Any:
     numpy_item = getattr(value, "item", None)
     if callable(numpy_item) and type(value).__module__ == "numpy":
         if getattr(value, "ndim", 0):
-            return _normalise(value.tolist(), where, depth)
-        return _normalise(numpy_item(), where, depth)
+            return _normalise(value.tolist(), where, depth, big_floats)
+        return _normalise(numpy_item(), where, depth, big_floats)
     raise TaskConfigError(
         f"{where}: a {type(value).__name__} has no canonical JSON form; "
         "use plain data (dict, list, str, numbers, dates) in task definitions"
     )
 
 
+def _unicode(text: str, where: str) -> str:
+    """``text`` when it is valid Unicode (no lone surrogate, which has no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise TaskConfigError(f"{where}: the string {text!r} holds a lone surrogate, which is "
+                              "not valid Unicode") from error
+    return text
+
+
 def canonical_json(task: Any) -> str:
     """Encode ``task`` as canonical JSON: normalised values, sorted keys, no spaces."""
-    return json.dumps(normalise(task), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(_normalise(task, "task", 1, False), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
 
 
 def task_id(task: Any) -> str:
