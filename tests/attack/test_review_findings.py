@@ -78,3 +78,15 @@ def test_lone_surrogates_are_refused_and_change_nothing(manager: TaskManager, ca
         call(manager)
     assert snapshot(manager) == before
     manager.create_task([{"after": 1}])  # the store is still usable
+
+
+def test_a_corrupted_filter_column_stops_neither_workers_nor_queries(manager: TaskManager,
+                                                                     tmp_path: Path) -> None:
+    import sqlite3
+
+    ids = manager.create_task([{"index": index} for index in range(2)])
+    with sqlite3.connect(tmp_path / "tasks.db") as connection:
+        connection.execute("UPDATE tasks SET filter = '{bad' WHERE id = ?", (ids[0],))
+    assert len(list(manager.query())) == 2
+    run_task(lambda definition: definition["index"], manager, poll_interval=0.05)
+    assert manager.task_stat() == {"done": 2}

@@ -87,7 +87,12 @@ CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, created REAL);
 
 def _to_record(row: Sequence[Any]) -> Record:
     record = dict(zip(_COLUMNS, row, strict=True))
-    record["filter"] = json.loads(record["filter"]) if record["filter"] is not None else None
+    try:
+        record["filter"] = json.loads(record["filter"]) if record["filter"] is not None else None
+    except (TypeError, ValueError):
+        # a filter is only an index of ``def``; a corrupted one (written past this store)
+        # must not stop a worker or hide the pool: the task is served without it
+        record["filter"] = None
     return record
 
 
