@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from taskroll.config import check_lease_seconds, check_max_attempts, get_settings
 from taskroll.errors import TaskConfigError
-from taskroll.manage_checks import check_priority, check_query_number, check_seconds
+from taskroll.manage_checks import check_seconds
 from taskroll.manage_failure import (
     STORE_ERROR,
     TASK_RAISED,
@@ -36,6 +36,7 @@ from taskroll.status import Status, to_status
 from taskroll.store import NOW, Condition, TaskStore, open_store, parse_query
 from taskroll.store.base import Record
 from taskroll.store.codec import decode, encode
+from taskroll.store.values import check_priority
 from taskroll.task.spec import normalise, task_id
 
 logger = logging.getLogger("taskroll.manage")
@@ -151,16 +152,12 @@ class TaskManager:
 
     @staticmethod
     def _conditions(query: Mapping[str, Any] | None) -> builtins.list[Condition]:
-        """Parse a query and refuse numbers no store can compare.
+        """Parse a query; the parser refuses operands no store can hold (beyond 64 bits).
 
         Raises:
-            QueryError: For an unknown field or operator, or a number outside 64 bits / NaN.
+            QueryError: For an unknown field or operator, or an operand no store can hold.
         """
-        conditions = parse_query(query)
-        for condition in conditions:
-            name = ".".join((condition.field, *condition.path))
-            check_query_number(condition.value, f"query on {name!r}")
-        return conditions
+        return parse_query(query)
 
     @staticmethod
     def _id_of(task: Mapping[str, Any] | str) -> str:
