@@ -29,6 +29,7 @@ from pandas.api.indexers import BaseIndexer
 from pandas.core.window.rolling import Rolling
 
 from taskroll.data.cache import FEATURE_CACHE
+from taskroll.data.quality import valid_values
 from taskroll.errors import DataError
 
 DEFAULT_WINDOWS: tuple[int, ...] = (5, 10, 20, 30, 60)
@@ -413,12 +414,12 @@ def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOW
 
 
 def _valid_bars(bars: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The required bar columns as float arrays, with every invalid bar set to NaN."""
+    """The required bar columns as float arrays, every invalid bar (the rule of
+    :func:`~taskroll.data.quality.clean_bars`) set to NaN, so raw frames are safe too."""
     values = {name: bars[name].to_numpy(dtype=float) for name in REQUIRED_COLUMNS}
-    with np.errstate(invalid="ignore"):
-        valid = np.ones(len(bars), dtype=bool)
-        for column in values.values():
-            valid &= np.isfinite(column) & (column > 0)
+    valid = np.ones(len(bars), dtype=bool)
+    for column in values.values():
+        valid &= valid_values(column)
     if valid.all():
         return values
     return {name: np.where(valid, column, np.nan) for name, column in values.items()}

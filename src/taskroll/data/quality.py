@@ -314,6 +314,16 @@ def _blank_rows(frame: pd.DataFrame, invalid: np.ndarray,
     return result
 
 
+def valid_values(values: np.ndarray) -> np.ndarray:
+    """Whether each price or volume is usable: finite and ``> 0`` (NaN is not).
+
+    The one rule behind :func:`clean_bars` and the features' own masking.
+    """
+    with np.errstate(invalid="ignore"):
+        valid: np.ndarray = (values > 0.0) & (values < np.inf)
+    return valid
+
+
 def clean_bars(frame: pd.DataFrame, source: str = "panel") -> tuple[pd.DataFrame, DataQualityReport]:
     """Blank the invalid bars of a panel and count its problems.
 
@@ -349,7 +359,7 @@ def clean_bars(frame: pd.DataFrame, source: str = "panel") -> tuple[pd.DataFrame
         values, was_parsed = _as_float(frame.iloc[:, position])
         if was_parsed:
             parsed[position] = values
-        valid = (values > 0.0) & (values < np.inf)
+        valid = valid_values(values)
         if name == VOLUME_COLUMN:
             invalid_volume |= ~valid
         else:
