@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from taskroll.data import cache
+from taskroll.data.cache import PANEL_CACHE, clear_caches
 from taskroll.data.quality import (
     BAR_KINDS,
     PRICE_COLUMNS,
@@ -34,16 +34,14 @@ from taskroll.data.quality import (
 )
 from taskroll.errors import DataError
 
+__all__ = ["DataLoader", "FileLoader", "StaticLoader", "SyntheticLoader", "clear_caches",
+           "load_panel", "slice_panel", "validate_panel"]
+
 INDEX_NAMES: tuple[str, str] = ("datetime", "instrument")
 """Names of the two index levels of every panel."""
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
-
-
-def clear_caches() -> None:
-    """Drop every in-process data cache (panels, generated markets, computed features)."""
-    cache.clear_caches()
 
 
 def validate_panel(frame: pd.DataFrame, source: str = "panel",
@@ -283,7 +281,7 @@ class FileLoader(DataLoader):
             frame, duplicated_rows = _read_panel(self.path, self.required_columns)
             return _check_bars(frame, self.path, duplicated_rows)
 
-        checked: _Checked = cache.PANEL_CACHE.get_or_build(key, build)
+        checked: _Checked = PANEL_CACHE.get_or_build(key, build)
         return checked
 
     def load_all(self) -> pd.DataFrame:
@@ -332,7 +330,7 @@ class SyntheticLoader(DataLoader):
                                   for name, value in self.market_kwargs.items())
             return _check_bars(market.bars(), f"SyntheticLoader({arguments})")
 
-        checked: _Checked = cache.PANEL_CACHE.get_or_build(self.cache_key, build)
+        checked: _Checked = PANEL_CACHE.get_or_build(self.cache_key, build)
         return checked
 
     def load_all(self) -> pd.DataFrame:
