@@ -13,6 +13,7 @@ from taskroll.config import Settings
 from taskroll.online.manager import OnlineManager
 from taskroll.online.strategy import RollingStrategy, task_segment
 from taskroll.task.gen import RollingGen
+from taskroll.train.experiment import R
 from taskroll.train.recorder import Recorder
 from taskroll.train.trainer import DelayTrainerRM, Trainer, TrainerR, TrainerRM
 
@@ -56,13 +57,13 @@ def test_signals_cover_every_simulated_trading_day(
         signals = manager.get_signals()
         assert signals is not None
         assert list(signals.index.names) == ["datetime", "instrument"]
-        assert list(signals.columns) == ["score"]
+        assert isinstance(signals, pd.Series) and signals.name == "score"
         assert not signals.index.duplicated().any()
         days = _days(signals)
         assert set(expected) <= set(days)
         assert days.max() == END
         assert (days[days >= BEGIN] == expected).all()
-        assert signals["score"].notna().all()
+        assert signals.notna().all()
         assert set(manager.history) == set(expected)
 
 
@@ -73,13 +74,17 @@ def test_each_day_is_served_by_a_model_trained_before_it(
     manager = simulations["TrainerR"]
     signals = manager.get_signals()
     assert signals is not None
+    experiment = R.get_exp("sim_TrainerR", create=False)
+    models = sorted(((task_segment(recorder.load_object("task"), "test")[0], recorder.id)
+                     for recorder in experiment.list_recorders("list", status="FINISHED")))
+    assert len({start for start, _ in models}) == len(models)  # one model per window
     tasks: dict[str, dict[str, Any]] = {}
     served: set[str] = set()
     for day in _days(signals):
-        # days before BEGIN were served by the first training, online at BEGIN
-        ids = manager.history[max(day, BEGIN)]["sim_TrainerR"]
-        assert len(ids) == 1
-        recorder_id = ids[0]
+        # the newest model whose test has started by the day serves it
+        recorder_id = [run for start, run in models if start is not None and start <= day][-1]
+        if day >= BEGIN:  # from the first routine on, that is the model online that day
+            assert manager.history[day]["sim_TrainerR"] == [recorder_id]
         served.add(recorder_id)
         if recorder_id not in tasks:
             tasks[recorder_id] = Recorder(recorder_id).load_object("task")
@@ -94,7 +99,7 @@ def test_each_day_is_served_by_a_model_trained_before_it(
         # the signal of the day is the served model's own prediction, z-scored per day
         pred = Recorder(recorder_id).load_object("pred.pkl")["score"].xs(day, level="datetime")
         expected = (pred - pred.mean()) / pred.std()
-        got = signals["score"].xs(day, level="datetime")
+        got = signals.xs(day, level="datetime")
         pd.testing.assert_series_equal(got.sort_index(), expected.sort_index(),
                                        check_names=False, rtol=1e-9, atol=1e-12)
     assert len(served) >= 3  # the model online at BEGIN and two retrainings
@@ -116,7 +121,7 @@ def test_trainers_give_identical_signals(simulations: dict[str, OnlineManager],
     reference = simulations["TrainerR"].get_signals()
     other = simulations[name].get_signals()
     assert reference is not None and other is not None
-    pd.testing.assert_frame_equal(reference, other)
+    pd.testing.assert_series_equal(reference, other)
     assert len(_switch_days(simulations[name])) >= 3
     assert _switch_days(simulations["TrainerR"]) == _switch_days(simulations[name])
 

@@ -2,54 +2,56 @@
 
 Each :meth:`OnlineManager.routine` (run once a trading day, e.g. by cron)
 
-1. asks every strategy for the tasks due (:meth:`OnlineStrategy.prepare_tasks`),
-2. trains them with the trainer; a delayed trainer (``DelayTrainerR``/``RM``)
-   fits the day's new tasks of all strategies together through ``end_train``,
-3. switches the online models (:meth:`OnlineStrategy.prepare_online_models`),
-4. extends the online models' predictions to the day without retraining
-   (:meth:`OnlineToolR.update_online_pred`),
-5. prepares the signals: the online models' predictions up to the day, merged
-   per rolling chain and averaged over models (:class:`AverageEnsemble`), and
-   appended to :attr:`OnlineManager.signals` without touching days already served.
+1. marks runs left ``RUNNING`` by a killed process ``FAILED`` (:meth:`recover`),
+2. asks every strategy for the tasks due (:meth:`OnlineStrategy.prepare_tasks`),
+3. trains them with the trainer, except windows already trained, which are reused
+   (:mod:`taskroll.online.models`); a delayed trainer fits the day's new tasks of
+   all strategies together through ``end_train``,
+4. switches the online models (:meth:`OnlineStrategy.prepare_online_models`),
+5. extends each model's predictions to the days it serves and appends the signals
+   of the days not served yet (:mod:`taskroll.online.signals`): per rolling chain
+   the newest model whose test has started, merged over chains by
+   :class:`AverageEnsemble`.
 
-:meth:`OnlineManager.simulate` replays that day by day over the trading calendar,
-so the signal of each day only comes from models whose train and valid segments
-ended before it; :attr:`OnlineManager.history` records the online models of each
-day to check it.
+Every step can be run again after a crash at any point: no window is trained
+twice, a reader never sees zero online models, and the signals are a function of
+the trained models (:meth:`OnlineManager.rebuild_signals`). :meth:`simulate`
+replays the routine day by day and gives the signals of any sequence of routines
+over the same days, skipped days included.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from taskroll.collect.collector import Collector, MergeCollector
-from taskroll.collect.ensemble import AverageEnsemble, flatten_dict
-from taskroll.collect.group import RollingGroup
+from taskroll.online.models import (
+    OnlineModel,
+    chains,
+    fail_interrupted_runs,
+    list_models,
+    trained_windows,
+    window_key,
+)
+from taskroll.online.signals import SignalFunction, build_signals, extend_chain
 from taskroll.online.strategy import OnlineStrategy
+from taskroll.online.update import dates_of
 from taskroll.task.calendar import DateLike, TimeAdjuster, to_timestamp
 from taskroll.train.recorder import Recorder
-from taskroll.train.trainer import Trainer, TrainerR
+from taskroll.train.trainer import STATUS_BEGIN, STATUS_END, STATUS_KEY, Trainer, TrainerR
 
 _logger = logging.getLogger(__name__)
 
-SignalFunction = Callable[[Mapping[Any, Any]], Any]
 
-
-def _frame(signals: Any) -> pd.DataFrame:
-    frame = signals.to_frame("score") if isinstance(signals, pd.Series) else signals
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"the signal function returned {type(signals).__name__}, not a frame")
-    if frame.index.nlevels == 2:
-        frame.index = frame.index.set_names(["datetime", "instrument"])
-    return frame
-
-
-def _dates(frame: pd.DataFrame) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(frame.index.get_level_values(0))
+def _as_strategies(strategies: OnlineStrategy | Sequence[OnlineStrategy]) -> list[OnlineStrategy]:
+    return [strategies] if isinstance(strategies, OnlineStrategy) else list(strategies)
 
 
 class OnlineManager:
@@ -62,6 +64,9 @@ class OnlineManager:
         freq: Data frequency (only ``"day"``).
         calendar: Trading calendar (a :class:`TimeAdjuster` or any ``load_calendar``
             source); default: the first strategy's (``strategy.calendar()``).
+        stale_after: Seconds after which a ``RUNNING`` run whose process cannot be
+            checked from this host (another machine) counts as interrupted; ``None``:
+            only runs of dead processes of this host are (see :meth:`recover`).
 
     Raises:
         ValueError: For no strategy, duplicated names or an unsupported ``freq``.
@@ -72,14 +77,12 @@ class OnlineManager:
 
     def __init__(self, strategies: OnlineStrategy | Sequence[OnlineStrategy],
                  trainer: Trainer | None = None, begin_time: DateLike | None = None,
-                 freq: str = "day", calendar: Any = None) -> None:
-        self.strategies: list[OnlineStrategy] = (
-            [strategies] if isinstance(strategies, OnlineStrategy) else list(strategies))
+                 freq: str = "day", calendar: Any = None,
+                 stale_after: float | None = None) -> None:
+        self.strategies: list[OnlineStrategy] = _as_strategies(strategies)
         if not self.strategies:
             raise ValueError("OnlineManager needs at least one strategy")
-        names = [strategy.name_id for strategy in self.strategies]
-        if len(set(names)) != len(names):
-            raise ValueError(f"strategy names must be unique, got {names}")
+        self._check_names(self.strategies)
         if freq != "day":
             raise ValueError(f"only freq='day' is supported, got {freq!r}")
         self.freq = freq
@@ -87,27 +90,79 @@ class OnlineManager:
             calendar_method = getattr(self.strategies[0], "calendar", None)
             calendar = calendar_method() if callable(calendar_method) else None
         self.ta = calendar if isinstance(calendar, TimeAdjuster) else TimeAdjuster(calendar)
-        self.begin_time = (self.ta.align_time(pd.Timestamp.now().normalize(), "end")
-                           if begin_time is None else to_timestamp(begin_time, "begin_time"))
+        self.begin_time = (self._today() if begin_time is None
+                           else to_timestamp(begin_time, "begin_time"))
         self.cur_time = self.begin_time
         self.trainer: Trainer = trainer if trainer is not None else TrainerR()
-        self.signals: pd.DataFrame | None = None
+        self.stale_after = stale_after
+        self.signals: pd.Series | None = None
         self.history: dict[pd.Timestamp, dict[str, list[str]]] = {}
         self.status = self.STATUS_ONLINE
 
-    # -- training --------------------------------------------------------------------------
+    @staticmethod
+    def _check_names(strategies: Sequence[OnlineStrategy]) -> None:
+        names = [strategy.name_id for strategy in strategies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"strategy names must be unique, got {names}")
+
+    def _today(self) -> pd.Timestamp:
+        """The last calendar day up to today."""
+        return self.ta.align_time(pd.Timestamp.now().normalize(), "end")
+
+    def _postpone_action(self) -> bool:
+        """Whether ``end_train`` and the signals wait for :meth:`delay_prepare` (Qlib's rule)."""
+        return self.status == self.STATUS_SIMULATING and self.trainer.is_delay()
+
+    # -- recovery and training -------------------------------------------------------------
+
+    def recover(self, stale_after: float | None = None) -> dict[str, list[str]]:
+        """Mark the strategies' runs left ``RUNNING`` by a dead process ``FAILED``.
+
+        Args:
+            stale_after: Overrides the manager's ``stale_after``.
+
+        Returns:
+            ``{strategy name: [run ids marked FAILED]}``.
+        """
+        after = self.stale_after if stale_after is None else stale_after
+        return {strategy.name_id: fail_interrupted_runs(strategy.name_id, after)
+                for strategy in self.strategies}
+
+    def _train(self, strategy: OnlineStrategy, tasks: list[Any]
+               ) -> tuple[list[Recorder], list[Recorder]]:
+        """Train the tasks whose window has no trained model yet; return (all, new) models."""
+        if not tasks:
+            return [], []
+        test_key = getattr(getattr(strategy, "rg", None), "test_key", "test")
+        existing = trained_windows(strategy.name_id, test_key)
+        windows = [window_key(task, test_key) for task in tasks]
+        fresh_tasks = [task for task, window in zip(tasks, windows, strict=True)
+                       if window not in existing]
+        if len(fresh_tasks) < len(tasks):
+            _logger.info("%s: %d of %d windows already trained; reused", strategy.name_id,
+                         len(tasks) - len(fresh_tasks), len(tasks))
+        fresh = (self.trainer.train(fresh_tasks, experiment_name=strategy.name_id)
+                 if fresh_tasks else [])
+        trained = iter(fresh)
+        models = [existing[window] if window in existing else next(trained)
+                  for window in windows]
+        return models, list(fresh)
 
     def _train_all(self, tasks_per_strategy: Sequence[tuple[OnlineStrategy, list[Any]]],
                    model_kwargs: Mapping[str, Any]) -> None:
-        """Train, finish (delayed trainers fit here, all strategies' tasks of the day), switch."""
-        trained = [(strategy, self.trainer.train(tasks, experiment_name=strategy.name_id))
+        """Train, finish (unless postponed), switch; record the online models of the day."""
+        trained = [(strategy, *self._train(strategy, tasks))
                    for strategy, tasks in tasks_per_strategy]
-        for strategy, models in trained:
-            if models:
-                self.trainer.end_train(models, experiment_name=strategy.name_id)
-            _logger.info("%s: trained %d models at %s", strategy.name_id, len(models),
-                         self.cur_time.date())
-        for strategy, models in trained:
+        if not self._postpone_action():
+            for strategy, models, fresh in trained:
+                if fresh:
+                    self.trainer.end_train(fresh, experiment_name=strategy.name_id)
+                for recorder in models:
+                    if recorder not in fresh and recorder.list_tags().get(STATUS_KEY) != STATUS_END:
+                        recorder.set_tags(**{STATUS_KEY: STATUS_END})
+                _logger.info("%s: %d models at %s (%d trained)", strategy.name_id, len(models),
+                             self.cur_time.date(), len(fresh))
+        for strategy, models, _ in trained:
             online = strategy.prepare_online_models(models, **model_kwargs)
             self.history.setdefault(self.cur_time, {})[strategy.name_id] = [
                 recorder.id for recorder in online]
@@ -115,6 +170,8 @@ class OnlineManager:
     def first_train(self, strategies: Sequence[OnlineStrategy] | None = None,
                     model_kwargs: Mapping[str, Any] | None = None) -> None:
         """Train each strategy's first tasks (test windows cut at the current time).
+
+        Windows trained before (e.g. by a run that crashed) are reused.
 
         Args:
             strategies: Default: all strategies of the manager.
@@ -124,11 +181,25 @@ class OnlineManager:
         self._train_all([(strategy, strategy.first_tasks(end_time=self.cur_time))
                          for strategy in chosen], model_kwargs or {})
 
+    def add_strategy(self, strategies: OnlineStrategy | Sequence[OnlineStrategy]) -> None:
+        """Add strategies: train their first tasks, then serve them with the others.
+
+        Raises:
+            ValueError: When a name is already used.
+        """
+        added = _as_strategies(strategies)
+        self._check_names(self.strategies + added)
+        self.first_train(added)
+        self.strategies.extend(added)
+
     def routine(self, cur_time: DateLike | None = None,
                 task_kwargs: Mapping[str, Any] | None = None,
                 model_kwargs: Mapping[str, Any] | None = None,
-                signal_kwargs: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        """Run one day: prepare and train tasks, switch models, update predictions, signal.
+                signal_kwargs: Mapping[str, Any] | None = None) -> pd.Series:
+        """Run one day: recover, prepare and train tasks, switch models, signal.
+
+        Calling it again for the same day changes nothing; after days without a
+        routine it serves all of them.
 
         Args:
             cur_time: The day; default: the last calendar day up to today.
@@ -137,19 +208,49 @@ class OnlineManager:
             signal_kwargs: Passed to :meth:`prepare_signals`.
 
         Returns:
-            The signals added by this routine.
+            The signals added by this routine (empty while a delayed simulation
+            postpones them to :meth:`delay_prepare`).
         """
         day = (pd.Timestamp.now().normalize() if cur_time is None
                else to_timestamp(cur_time, "cur_time"))
         self.cur_time = self.ta.align_time(day, "end")
+        if self.status == self.STATUS_ONLINE:
+            self.recover()
         tasks = [(strategy, strategy.prepare_tasks(self.cur_time, **(task_kwargs or {})))
                  for strategy in self.strategies]
         self._train_all(tasks, model_kwargs or {})
+        if self._postpone_action():
+            return pd.Series(dtype=float, name="score")
+        new = self.prepare_signals(**(signal_kwargs or {}))
+        if self.status == self.STATUS_ONLINE:
+            for strategy in self.strategies:
+                update = getattr(strategy.tool, "update_online_label", None)
+                if callable(update):
+                    update(to_date=self.cur_time)
+        return new
+
+    def delay_prepare(self, model_kwargs: Mapping[str, Any] | None = None,
+                      signal_kwargs: Mapping[str, Any] | None = None) -> pd.Series:
+        """Fit every model a delayed trainer has only prepared, in one batch, then signal.
+
+        With a pool trainer (``DelayTrainerRM``) the whole batch sits in the pool at
+        once, so any number of workers share it.
+
+        Args:
+            model_kwargs: Passed to the trainer's ``end_train``.
+            signal_kwargs: Passed to :meth:`prepare_signals`.
+
+        Returns:
+            The signals added.
+        """
         for strategy in self.strategies:
-            # The online models may have changed above, so predictions are updated last.
-            update = getattr(strategy.tool, "update_online_pred", None)
-            if callable(update):
-                update(to_date=self.cur_time)
+            pending = [model.recorder for model in list_models(strategy.name_id)
+                       if not model.trained
+                       and model.recorder.snapshot_tags.get(STATUS_KEY) == STATUS_BEGIN]
+            if pending:
+                _logger.info("%s: fitting %d delayed models", strategy.name_id, len(pending))
+                self.trainer.end_train(pending, experiment_name=strategy.name_id,
+                                       **(model_kwargs or {}))
         return self.prepare_signals(**(signal_kwargs or {}))
 
     # -- signals ---------------------------------------------------------------------------
@@ -164,66 +265,99 @@ class OnlineManager:
             strategy.name_id: strategy.get_collector(**kwargs) for strategy in self.strategies}
         return MergeCollector(collectors, process_list=[])
 
-    def _online_collector(self) -> MergeCollector:
-        """Collect the online models' predictions, merged per rolling chain."""
-        def online_of(strategy: OnlineStrategy) -> Callable[[], list[Recorder]]:
-            return lambda: list(strategy.tool.online_models())
+    def served_chains(self) -> dict[str, dict[str, list[OnlineModel]]]:
+        """Return ``{strategy: {chain: trained models by test start}}`` of the templates' chains."""
+        served = {}
+        for strategy in self.strategies:
+            test_key = getattr(getattr(strategy, "rg", None), "test_key", "test")
+            grouped = chains(list_models(strategy.name_id, test_key))
+            keys = getattr(strategy, "chain_keys", None)
+            if callable(keys):
+                wanted = keys()
+                unknown = set(grouped) - wanted
+                if unknown:
+                    _logger.info("%s: %d chains of models match no template; not served",
+                                 strategy.name_id, len(unknown))
+                grouped = {key: value for key, value in grouped.items() if key in wanted}
+            served[strategy.name_id] = grouped
+        return served
 
-        return self.get_collector_of(
-            {strategy.name_id: strategy.get_collector(process_list=[RollingGroup()],
-                                                      experiment=online_of(strategy))
-             for strategy in self.strategies})
-
-    @staticmethod
-    def get_collector_of(collectors: Mapping[str, Collector]) -> MergeCollector:
-        """Merge named collectors as :meth:`get_collector` does."""
-        return MergeCollector(dict(collectors), process_list=[])
+    def _last_served(self) -> pd.Timestamp | None:
+        if self.signals is None or len(self.signals) == 0:
+            return None
+        return pd.Timestamp(dates_of(self.signals).max())
 
     def prepare_signals(self, prepare_func: SignalFunction | None = None,
-                        over_write: bool = False) -> pd.DataFrame:
-        """Merge the online models' predictions up to the current day into the signals.
+                        over_write: bool = False) -> pd.Series:
+        """Serve the days after the last served day up to the current day.
+
+        Each model's predictions are first extended to the days it serves, so no day
+        is left out whatever the calls of :meth:`routine` were.
 
         Args:
-            prepare_func: ``{key: prediction} -> signal``; default :class:`AverageEnsemble`.
-            over_write: Replace the whole history instead of appending the new days.
+            prepare_func: ``{(strategy, chain): prediction} -> signal``; default
+                :class:`~taskroll.collect.ensemble.AverageEnsemble`.
+            over_write: Rebuild the whole history instead of appending the new days.
 
         Returns:
-            The new signals (days after the last day already served, up to the current day).
+            The new signals (a ``score`` series indexed by ``(datetime, instrument)``).
         """
-        collected = flatten_dict(self._online_collector()())
-        predictions = {key: value for key, value in collected.items()
-                       if isinstance(value, (pd.DataFrame, pd.Series)) and len(value)}
-        if not predictions:
-            _logger.warning("prepare_signals: no online prediction at %s", self.cur_time.date())
-            return pd.DataFrame(columns=["score"])
-        signals = _frame((prepare_func or AverageEnsemble())(predictions))
-        signals = signals[_dates(signals) <= self.cur_time]
-        old = self.signals
-        if old is not None and len(old) and not over_write:
-            new = signals[_dates(signals) > _dates(old).max()]
-            self.signals = pd.concat([old, new]).sort_index()
-        else:
-            new = signals
-            self.signals = signals.sort_index()
+        since = None if over_write else self._last_served()
+        served = self.served_chains()
+        for strategy_chains in served.values():
+            for chain in strategy_chains.values():
+                extend_chain(chain, self.cur_time, since)
+        new = build_signals(served, self.cur_time, since, prepare_func)
+        if new is None:
+            _logger.warning("prepare_signals: no new prediction up to %s", self.cur_time.date())
+            new = pd.Series(dtype=float, name="score")
+        if since is None:
+            self.signals = new
+        elif len(new):
+            assert self.signals is not None
+            self.signals = pd.concat([self.signals, new]).sort_index()
+        _logger.info("prepare_signals: %d new rows up to %s", len(new), self.cur_time.date())
         return new
 
-    def get_signals(self) -> pd.DataFrame | None:
-        """Return the signal history, a frame indexed by ``(datetime, instrument)``."""
+    def rebuild_signals(self, until: DateLike | None = None,
+                        prepare_func: SignalFunction | None = None) -> pd.Series:
+        """Rebuild the whole signal history from the trained models.
+
+        Args:
+            until: Last day (default: the current day).
+            prepare_func: As in :meth:`prepare_signals`.
+
+        Returns:
+            The signals.
+        """
+        if until is not None:
+            self.cur_time = self.ta.align_time(to_timestamp(until, "until"), "end")
+        self.prepare_signals(prepare_func=prepare_func, over_write=True)
+        return self.get_signals()
+
+    def get_signals(self) -> pd.Series:
+        """Return the signal history: a ``score`` series indexed by ``(datetime, instrument)``."""
+        if self.signals is None:
+            return pd.Series(dtype=float, name="score")
         return self.signals
 
     # -- simulation ------------------------------------------------------------------------
 
-    def simulate(self, end_time: DateLike, frequency: str = "day",
+    def simulate(self, end_time: DateLike | None = None, frequency: str = "day",
                  task_kwargs: Mapping[str, Any] | None = None,
                  model_kwargs: Mapping[str, Any] | None = None,
-                 signal_kwargs: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
-        """Replay history: first training at the begin time, then a routine per trading day.
+                 signal_kwargs: Mapping[str, Any] | None = None) -> pd.Series:
+        """Replay history: first training at the current time, then a routine per trading day.
+
+        With a delayed trainer (``DelayTrainerR``/``RM``) the models are only prepared
+        day by day and fitted in one batch at the end (:meth:`delay_prepare`), as Qlib.
 
         Args:
-            end_time: Last day simulated.
+            end_time: Last day simulated; ``None``: the last calendar day up to today.
             frequency: Only ``"day"``.
             task_kwargs: Passed to ``prepare_tasks``.
-            model_kwargs: Passed to ``prepare_online_models``.
+            model_kwargs: Passed to ``prepare_online_models`` (``end_train`` for the
+                delayed batch).
             signal_kwargs: Passed to :meth:`prepare_signals`.
 
         Returns:
@@ -234,11 +368,12 @@ class OnlineManager:
         """
         if frequency != "day":
             raise ValueError(f"only frequency='day' is supported, got {frequency!r}")
-        end = to_timestamp(end_time, "end_time")
+        end = self._today() if end_time is None else to_timestamp(end_time, "end_time")
         if end < self.cur_time:
             raise ValueError(f"end_time {end.date()} is before {self.cur_time.date()}")
         calendar = self.ta.cals
         days = calendar[(calendar >= self.cur_time) & (calendar <= end)]
+        self.recover()
         self.status = self.STATUS_SIMULATING
         try:
             self.first_train()
@@ -246,6 +381,40 @@ class OnlineManager:
                 _logger.info("simulating %s", day.date())
                 self.routine(day, task_kwargs=task_kwargs, model_kwargs=model_kwargs,
                              signal_kwargs=signal_kwargs)
+            if self._postpone_action():
+                self.delay_prepare(signal_kwargs=signal_kwargs)
         finally:
             self.status = self.STATUS_ONLINE
         return self.get_signals()
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def to_pickle(self, path: str | os.PathLike[str]) -> Path:
+        """Save the manager (strategies, trainer, signals, history) to a file, atomically.
+
+        Load it back only from a file you wrote (:meth:`load` unpickles it).
+
+        Returns:
+            The path written.
+        """
+        target = Path(path)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with staging.open("wb") as handle:
+            pickle.dump(self, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> OnlineManager:
+        """Load a manager saved by :meth:`to_pickle` (a trusted file only: it is unpickled).
+
+        Raises:
+            TypeError: When the file holds something else.
+        """
+        with Path(path).open("rb") as handle:
+            loaded = pickle.load(handle)  # the user's own file, by contract
+        if not isinstance(loaded, cls):
+            raise TypeError(f"{path} holds a {type(loaded).__name__}, not an {cls.__name__}")
+        return loaded

@@ -18,6 +18,7 @@ import pandas as pd
 
 from taskroll.collect.collector import Collector, RecorderCollector
 from taskroll.collect.group import RollingGroup
+from taskroll.online.models import chain_key
 from taskroll.online.tool import OnlineToolR
 from taskroll.task.calendar import DateLike, TimeAdjuster, to_timestamp
 from taskroll.task.gen import RollingGen, Task, task_generator
@@ -126,24 +127,43 @@ class RollingStrategy(OnlineStrategy):
                 templates.append(clipped)
         return task_generator(templates, self.rg)
 
+    def chain_keys(self) -> set[str]:
+        """Return the chains of the templates (see :func:`taskroll.online.models.chain_key`)."""
+        return {chain_key(template) for template in self.task_template}
+
+    def _latest_per_chain(self, recorders: Sequence[Recorder]) -> list[tuple[Recorder, Task]]:
+        """The recorders whose test starts latest in each chain, with their tasks."""
+        latest: dict[str, tuple[pd.Timestamp, list[tuple[Recorder, Task]]]] = {}
+        for recorder in recorders:
+            task = recorder.load_object("task")
+            start = task_segment(task, self.rg.test_key)[0]
+            if start is None:
+                continue
+            chain = chain_key(task)
+            best = latest.get(chain)
+            if best is None or start > best[0]:
+                latest[chain] = (start, [(recorder, task)])
+            elif start == best[0] and all(item.id != recorder.id for item, _ in best[1]):
+                best[1].append((recorder, task))
+        return [item for chain in sorted(latest) for item in latest[chain][1]]
+
     def _list_latest(self, recorders: Sequence[Recorder]
                      ) -> tuple[list[tuple[Recorder, Task]], pd.Timestamp | None]:
-        """The recorders whose test segment starts latest, with their tasks, and that start."""
-        loaded = [(recorder, recorder.load_object("task")) for recorder in recorders]
-        if not loaded:
+        """The newest recorders of each chain with their tasks, and the latest test start."""
+        latest = self._latest_per_chain(recorders)
+        if not latest:
             return [], None
-        starts = [task_segment(task, self.rg.test_key)[0] for _, task in loaded]
-        latest = max(start for start in starts if start is not None)
-        return [item for item, start in zip(loaded, starts, strict=True)
-                if start == latest], latest
+        starts = [task_segment(task, self.rg.test_key)[0] for _, task in latest]
+        return latest, max(start for start in starts if start is not None)
 
     def prepare_tasks(self, cur_time: DateLike, **kwargs: Any) -> list[Task]:
-        """Generate the rolling tasks following the newest online models, up to ``cur_time``.
+        """Generate the rolling tasks following the newest online model of each chain.
 
         Nothing is generated while ``cur_time`` (aligned on the calendar) is within
         the newest online model's test window, nor before the next window's start
         (``step`` trading days after the newest test start); the new tasks' test
-        windows end at ``cur_time`` at the latest.
+        windows end at ``cur_time`` at the latest. After days without a routine, every
+        window started meanwhile is generated.
 
         Args:
             cur_time: The current day.
@@ -169,20 +189,22 @@ class RollingStrategy(OnlineStrategy):
 
     def prepare_online_models(self, trained_models: Sequence[Recorder],
                               cur_time: DateLike | None = None) -> list[Recorder]:
-        """Put the newest of the trained models online (every other model offline).
+        """Put the newest model of each chain online (every other model offline).
 
-        When several rolling tasks were trained at once (the first training, or a
-        routine that missed days) only those whose test starts latest, the newest
-        model of each rolling chain, go online.
+        The candidates are the newly trained models and the models online now, so
+        several models trained at once (the first training, or a routine after missed
+        days) put only each chain's newest online, and a switch cut short (two models
+        of a chain online) is completed. Tags are written only when the set changes.
 
         Returns:
-            The online models (the current ones when nothing was trained).
+            The online models.
         """
-        if not trained_models:
-            return self.tool.online_models()
-        latest, _ = self._list_latest(trained_models)
-        online = [recorder for recorder, _ in latest]
-        self.tool.reset_online_tag(online)
+        current = self.tool.online_models()
+        candidates = list(trained_models) + [recorder for recorder in current
+                                             if recorder not in trained_models]
+        online = [recorder for recorder, _ in self._latest_per_chain(candidates)]
+        if {recorder.id for recorder in online} != {recorder.id for recorder in current}:
+            self.tool.reset_online_tag(online)
         return online
 
     def get_collector(self, process_list: Sequence[Callable[..., Any]] | None = None,

@@ -113,6 +113,7 @@ class Recorder:
         self._name: str = run.info.run_name or ""
         self._experiment_id: str = run.info.experiment_id
         self._artifact_uri: str = run.info.artifact_uri or ""
+        self._snapshot: Run = run
 
     # ---- identity
     @property
@@ -159,6 +160,17 @@ class Recorder:
             "status": run.info.status,
             "artifact_uri": self._artifact_uri,
         }
+
+    @property
+    def snapshot_tags(self) -> dict[str, str]:
+        """The run's tags when this recorder was built (e.g. by a listing), without a call."""
+        return dict(self._snapshot.data.tags)
+
+    @property
+    def snapshot_start_time(self) -> int | None:
+        """The run's start time (ms since the epoch) when this recorder was built."""
+        start: int | None = self._snapshot.info.start_time
+        return start
 
     def _fetch(self) -> Run:
         client, run_id = self.client, self._id

@@ -1,0 +1,148 @@
+"""Served signals as a pure function of the trained models.
+
+For each chain of rolling models (:func:`taskroll.online.models.chains`) the
+prediction served on a day comes from **the newest model whose test segment has
+started by that day**: model *k* serves the days from its test start up to the day
+before the next model's test start (the last model: up to the current day). That
+is Qlib's rolling merge, made exact per day; it never uses a model before its own
+test start, so no in-sample prediction is ever served.
+
+:func:`extend_chain` first makes every model's ``pred.pkl`` reach the days it must
+serve (a :class:`~taskroll.online.update.PredUpdater` per model), so the signals
+have no hole whatever the calls of the routine were: daily, with skipped days, or
+after a crash. The strategies' chains are then merged per day by the signal
+function (default :class:`~taskroll.collect.ensemble.AverageEnsemble`). The same
+models always give the same signals, so the signal file is a cache that
+:func:`build_signals` can rebuild at any time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from taskroll.collect.ensemble import AverageEnsemble
+from taskroll.online.models import OnlineModel
+from taskroll.online.update import PRED_FILE, PredUpdater, dates_of
+
+_logger = logging.getLogger(__name__)
+
+SignalFunction = Callable[[Mapping[Any, Any]], Any]
+_DAY = pd.Timedelta(days=1)
+
+
+def _served_range(chain: Sequence[OnlineModel], index: int,
+                  until: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The first and last calendar day model ``index`` of ``chain`` serves up to ``until``."""
+    last = until
+    if index + 1 < len(chain):
+        last = min(last, chain[index + 1].test_start - _DAY)
+    return chain[index].test_start, last
+
+
+def extend_chain(chain: Sequence[OnlineModel], until: pd.Timestamp,
+                 since: pd.Timestamp | None = None, hist_ref: int = 0) -> int:
+    """Extend the predictions of the chain's models to every day each one serves.
+
+    Args:
+        chain: One chain's trained models, sorted by test start.
+        until: Last day to serve.
+        since: Only models serving a day after ``since`` are looked at (``None``: all).
+        hist_ref: Passed to :class:`PredUpdater`.
+
+    Returns:
+        The number of prediction rows written.
+    """
+    added = 0
+    for index, model in enumerate(chain):
+        first, last = _served_range(chain, index, until)
+        if last < first or (since is not None and last <= since):
+            continue
+        updater = PredUpdater(model.recorder, to_date=last, hist_ref=hist_ref)
+        if updater.first_date > last:
+            continue
+        updater.update()
+        added += updater.added
+    return added
+
+
+def chain_predictions(chain: Sequence[OnlineModel], until: pd.Timestamp,
+                      since: pd.Timestamp | None = None) -> pd.Series | None:
+    """Return the chain's served predictions for the days after ``since`` up to ``until``.
+
+    Returns:
+        A ``score`` series indexed by ``(datetime, instrument)``, or ``None`` when no
+        model serves a day of that span.
+    """
+    pieces = []
+    for index, model in enumerate(chain):
+        first, last = _served_range(chain, index, until)
+        if since is not None:
+            first = max(first, since + _DAY)
+        if last < first:
+            continue
+        predictions = model.recorder.load_object(PRED_FILE)
+        if isinstance(predictions, pd.DataFrame):
+            predictions = predictions.iloc[:, 0]
+        days = dates_of(predictions)
+        pieces.append(predictions[(days >= first) & (days <= last)])
+    pieces = [piece for piece in pieces if len(piece)]
+    if not pieces:
+        return None
+    served: pd.Series = pd.concat(pieces).sort_index()
+    served.name = "score"
+    return served
+
+
+def chain_labels(chains: Mapping[str, Sequence[OnlineModel]]) -> dict[str, str]:
+    """Name each chain by its model class (with a number when a class has several chains)."""
+    classes: dict[str, list[str]] = {}
+    for key in sorted(chains):
+        classes.setdefault(chains[key][0].model_class or "model", []).append(key)
+    labels = {}
+    for name, keys in classes.items():
+        for number, key in enumerate(keys):
+            labels[key] = name if len(keys) == 1 else f"{name}#{number + 1}"
+    return labels
+
+
+def build_signals(chains_by_strategy: Mapping[str, Mapping[str, Sequence[OnlineModel]]],
+                  until: pd.Timestamp, since: pd.Timestamp | None = None,
+                  prepare_func: SignalFunction | None = None) -> pd.Series | None:
+    """Merge every strategy's chains into the signals of the days after ``since``.
+
+    Args:
+        chains_by_strategy: ``{strategy name: {chain: models}}``.
+        until: Last day.
+        since: Last day already served (``None``: from the first test start).
+        prepare_func: ``{(strategy, chain label): prediction} -> signal``; default
+            :class:`AverageEnsemble` (per-day z-score, then the mean).
+
+    Returns:
+        The ``score`` series of the new days, or ``None`` when no model serves one.
+    """
+    predictions: dict[tuple[str, str], pd.Series] = {}
+    for strategy, chains in sorted(chains_by_strategy.items()):
+        labels = chain_labels(chains)
+        for key in sorted(chains):
+            served = chain_predictions(chains[key], until, since)
+            if served is not None:
+                predictions[(strategy, labels[key])] = served
+    if not predictions:
+        return None
+    signals = (prepare_func or AverageEnsemble())(predictions)
+    if isinstance(signals, pd.DataFrame) and signals.shape[1] == 1:
+        signals = signals.iloc[:, 0]
+    if isinstance(signals, pd.Series):
+        signals.name = signals.name if signals.name is not None else "score"
+        if signals.index.nlevels == 2:
+            signals.index = signals.index.set_names(["datetime", "instrument"])
+        days = dates_of(signals)
+        keep = days <= until
+        if since is not None:
+            keep &= days > since
+        return signals[keep].sort_index()
+    raise TypeError(f"the signal function returned {type(signals).__name__}, not a series")
