@@ -75,8 +75,8 @@ def test_each_day_is_served_by_a_model_trained_before_it(
     signals = manager.get_signals()
     assert signals is not None
     experiment = R.get_exp("sim_TrainerR", create=False)
-    models = sorted(((task_segment(recorder.load_object("task"), "test")[0], recorder.id)
-                     for recorder in experiment.list_recorders("list", status="FINISHED")))
+    models = sorted((task_segment(recorder.load_object("task"), "test")[0], recorder.id)
+                    for recorder in experiment.list_recorders("list", status="FINISHED"))
     assert len({start for start, _ in models}) == len(models)  # one model per window
     tasks: dict[str, dict[str, Any]] = {}
     served: set[str] = set()

@@ -57,22 +57,20 @@ import pandas as pd
 
 import taskroll
 from taskroll.errors import TaskrollError
+from taskroll.online.config import OnlineConfigError as OnlineConfigError  # re-exported
+from taskroll.online.config import load_config as load_config  # re-exported
+from taskroll.online.files import SIGNALS_FILE, read_signals, routine_lock, write_signals
 from taskroll.online.manager import OnlineManager
+from taskroll.online.report import served_report
 from taskroll.online.strategy import RollingStrategy
-from taskroll.safe_yaml import UnsafeYamlError, load_yaml
 from taskroll.task.gen import RollingGen
 from taskroll.train.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
 
-SIGNALS_FILE = "signals.parquet"
 _TRAINERS = ("TrainerR", "TrainerRM", "DelayTrainerR", "DelayTrainerRM")
 
 
-class OnlineConfigError(TaskrollError, ValueError):
-    """The online YAML config is missing a key or holds a bad value."""
-
-
 def add_online_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``online`` command (sub-commands ``routine`` and ``simulate``).
+    """Add the ``online`` command (``routine``, ``simulate``, ``rebuild``, ``report``).
 
     Args:
         subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
@@ -84,73 +82,27 @@ def add_online_parser(subparsers: Any) -> argparse.ArgumentParser:
     commands = online.add_subparsers(dest="online_command", required=True)
     routine = commands.add_parser("routine", help="run one day's routine (e.g. from cron)")
     simulate = commands.add_parser("simulate", help="replay history day by day")
-    for parser in (routine, simulate):
+    rebuild = commands.add_parser("rebuild", help=f"rebuild {SIGNALS_FILE} from the models")
+    report = commands.add_parser("report", help="IC and top-k long-short of served signals")
+    for parser in (routine, simulate, rebuild, report):
         parser.add_argument("--config", required=True, type=Path, help="online YAML config")
         parser.add_argument("--output", type=Path, default=Path("online_output"),
                             help=f"folder of {SIGNALS_FILE} (default: online_output)")
     routine.add_argument("--cur-time", default=None,
                          help="the day of the routine (default: last calendar day to today)")
-    simulate.add_argument("--end-time", required=True, help="last day simulated")
+    for parser in (routine, rebuild):
+        parser.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                            help="a RUNNING run of another host older than this is marked "
+                                 "FAILED (default: only dead processes of this host)")
+    simulate.add_argument("--end-time", default=None,
+                          help="last day simulated (default: last calendar day to today)")
+    rebuild.add_argument("--until", default=None,
+                         help="last day (default: the last day of the current signal file, "
+                              "else the last calendar day to today)")
+    report.add_argument("--topk", type=int, default=None,
+                        help="instruments per side of the long-short book (default: the "
+                             "config's report.topk, else 50)")
     return online  # type: ignore[no-any-return]
-
-
-def _resolve(value: Any, base: Path) -> Any:
-    """A relative path that exists next to the config is made absolute."""
-    if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
-        return str(base / value)
-    return value
-
-
-def _resolve_paths(node: Any, base: Path) -> Any:
-    if isinstance(node, Mapping):
-        return {key: (_resolve(value, base) if key == "path" else _resolve_paths(value, base))
-                for key, value in node.items()}
-    if isinstance(node, list):
-        return [_resolve_paths(item, base) for item in node]
-    return node
-
-
-def _dates_to_text(node: Any) -> Any:
-    """YAML reads ``2019-01-01`` as a date; the rest of taskroll accepts ISO strings too."""
-    if isinstance(node, Mapping):
-        return {key: _dates_to_text(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_dates_to_text(item) for item in node]
-    if hasattr(node, "isoformat") and not isinstance(node, str):
-        return node.isoformat()
-    return node
-
-
-def load_config(path: Path) -> dict[str, Any]:
-    """Read and check an online YAML config; relative ``path``/calendar entries are resolved.
-
-    Raises:
-        OnlineConfigError: When the file cannot be read, is not valid YAML, exceeds the
-            limits of :mod:`taskroll.safe_yaml` (aliases, expansion, depth) or a required
-            key is missing.
-    """
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise OnlineConfigError(f"cannot read online config {str(path)!r}: {error}") from error
-    try:
-        # limits on aliases, expansion and depth: see taskroll.safe_yaml
-        loaded = load_yaml(text, str(path))
-    except UnsafeYamlError as error:
-        raise OnlineConfigError(f"cannot read online config: {error}") from None
-    if not isinstance(loaded, Mapping):
-        raise OnlineConfigError(f"{path}: the config must be a mapping")
-    config: dict[str, Any] = _dates_to_text(dict(loaded))
-    for key in ("experiment", "task_template", "rolling"):
-        if key not in config:
-            raise OnlineConfigError(f"{path}: missing key {key!r}")
-    base = path.resolve().parent
-    config["task_template"] = _resolve_paths(config["task_template"], base)
-    rolling = config["rolling"]
-    if not isinstance(rolling, Mapping):
-        raise OnlineConfigError(f"{path}: rolling must be a mapping (step, rtype, calendar)")
-    config["rolling"] = {**rolling, "calendar": _resolve(rolling.get("calendar"), base)}
-    return config
 
 
 def _trainer(config: Mapping[str, Any]) -> Trainer:
@@ -195,9 +147,9 @@ def build_manager(config: Mapping[str, Any], begin_time: Any = None) -> OnlineMa
     return OnlineManager(strategy, trainer=_trainer(config), begin_time=begin)
 
 
-def _summary(manager: OnlineManager, new: pd.DataFrame | None) -> str:
+def _summary(manager: OnlineManager, new: pd.Series | None) -> str:
     signals = manager.get_signals()
-    if signals is None or len(signals) == 0:
+    if len(signals) == 0:
         return "no signals"
     dates = signals.index.get_level_values(0)
     online = {strategy.name_id: len(strategy.tool.online_models())
@@ -208,55 +160,91 @@ def _summary(manager: OnlineManager, new: pd.DataFrame | None) -> str:
             f"new rows: {added}; online models: {online}")
 
 
+def _day(manager: OnlineManager, text: str | None) -> pd.Timestamp:
+    return manager.ta.align_time(text if text is not None else pd.Timestamp.now().normalize(),
+                                 "end")
+
+
 def _routine(config: Mapping[str, Any], arguments: argparse.Namespace) -> None:
     manager = build_manager(config)
-    day = manager.ta.align_time(
-        arguments.cur_time if arguments.cur_time is not None
-        else pd.Timestamp.now().normalize(), "end")
-    manager.cur_time = day
+    manager.stale_after = arguments.stale_after
     output: Path = arguments.output
-    signals_path = output / SIGNALS_FILE
-    if signals_path.exists():
-        manager.signals = pd.read_parquet(signals_path)
-    waiting = [strategy for strategy in manager.strategies if not strategy.tool.online_models()]
-    if waiting:
-        manager.first_train(waiting)
-    new = manager.routine(day)
-    signals = manager.get_signals()
-    if signals is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        signals.to_parquet(signals_path)
+    day = _day(manager, arguments.cur_time)
+    with routine_lock(output):
+        manager.cur_time = day
+        manager.recover()
+        manager.signals = read_signals(output)  # None: rebuilt from the models below
+        waiting = [strategy for strategy in manager.strategies
+                   if not strategy.tool.online_models()]
+        if waiting:
+            manager.first_train(waiting)
+        new = manager.routine(day)
+        if len(manager.get_signals()):
+            write_signals(manager.get_signals(), output)
     print(f"routine {day.date()}: {_summary(manager, new)}")
 
 
 def _simulate(config: Mapping[str, Any], arguments: argparse.Namespace) -> None:
     manager = build_manager(config)
-    signals = manager.simulate(arguments.end_time)
     output: Path = arguments.output
-    output.mkdir(parents=True, exist_ok=True)
-    if signals is not None:
-        signals.to_parquet(output / SIGNALS_FILE)
+    with routine_lock(output):
+        signals = manager.simulate(arguments.end_time)
+        write_signals(signals, output)
     served = {recorder_id for day in manager.history.values() for ids in day.values()
               for recorder_id in ids}
-    print(f"simulate {manager.begin_time.date()}..{pd.Timestamp(arguments.end_time).date()}: "
+    print(f"simulate {manager.begin_time.date()}..{manager.cur_time.date()}: "
           f"{_summary(manager, signals)}; {len(manager.history)} routines, {len(served)} "
           f"models served; written to {output / SIGNALS_FILE}")
 
 
+def _rebuild(config: Mapping[str, Any], arguments: argparse.Namespace) -> None:
+    manager = build_manager(config)
+    manager.stale_after = arguments.stale_after
+    output: Path = arguments.output
+    with routine_lock(output):
+        manager.recover()
+        until = arguments.until
+        if until is None:
+            current = read_signals(output)
+            until = (current.index.get_level_values(0).max() if current is not None
+                     and len(current) else None)
+        signals = manager.rebuild_signals(_day(manager, until))
+        if len(signals):
+            write_signals(signals, output)
+    print(f"rebuild: {_summary(manager, signals)}; written to {output / SIGNALS_FILE}")
+
+
+def _report(config: Mapping[str, Any], arguments: argparse.Namespace) -> None:
+    manager = build_manager(config)
+    output: Path = arguments.output
+    signals = read_signals(output)
+    if signals is None or len(signals) == 0:
+        raise OnlineConfigError(f"no signals in {output / SIGNALS_FILE}; run routine, "
+                                "simulate or rebuild first")
+    topk = arguments.topk
+    if topk is None:
+        topk = int(dict(config.get("report") or {}).get("topk", 50))
+    report = served_report(manager, signals, topk=topk)
+    paths = report.save(output / "report")
+    print(report.to_text())
+    print("written: " + ", ".join(str(path) for path in paths.values()))
+
+
+_COMMANDS = {"routine": _routine, "simulate": _simulate, "rebuild": _rebuild,
+             "report": _report}
+
+
 def run_online(arguments: argparse.Namespace) -> int:
-    """Run ``online routine`` or ``online simulate`` from parsed arguments.
+    """Run ``online routine|simulate|rebuild|report`` from parsed arguments.
 
     Returns:
         0 on success, 2 for a bad config or a taskroll error (printed to stderr).
     """
     try:
-        config = load_config(arguments.config)
-        if arguments.online_command == "routine":
-            _routine(config, arguments)
-        elif arguments.online_command == "simulate":
-            _simulate(config, arguments)
-        else:
+        command = _COMMANDS.get(arguments.online_command)
+        if command is None:
             raise OnlineConfigError(f"unknown online command {arguments.online_command!r}")
+        command(load_config(arguments.config), arguments)
     except (TaskrollError, ValueError) as error:
         print(f"taskroll online: error: {error}", file=sys.stderr)
         return 2

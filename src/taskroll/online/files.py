@@ -104,6 +104,8 @@ def routine_lock(folder: Path) -> Iterator[Path]:
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
+        for staging in folder.glob(".*.tmp"):  # left by a writer killed mid-write
+            staging.unlink(missing_ok=True)
         yield path
     finally:
         handle.close()

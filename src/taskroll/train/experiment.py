@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from taskroll.config import get_settings
 from taskroll.errors import RecorderError
 from taskroll.store.urls import mask_url
+from taskroll.train.process import process_tags
 from taskroll.train.recorder import Recorder
 from taskroll.train.tracking import (
     call_mlflow,
@@ -110,6 +111,10 @@ class Experiment:
     def create_recorder(self, recorder_name: str | None = None) -> Recorder:
         """Create a new run (status ``RUNNING``) in this experiment.
 
+        The run is tagged with this process's identity as it is created
+        (:func:`taskroll.train.process.process_tags`), so a run whose process dies
+        is found interrupted whatever point the process reached.
+
         Args:
             recorder_name: Run name; ``None`` lets MLflow pick a readable one.
 
@@ -117,7 +122,9 @@ class Experiment:
             The new recorder.
         """
         client, experiment_id = self.client, self._id
-        run = call_mlflow(lambda: client.create_run(experiment_id, run_name=recorder_name),
+        tags = process_tags()
+        run = call_mlflow(lambda: client.create_run(experiment_id, run_name=recorder_name,
+                                                    tags=tags),
                           f"create a run in experiment {self._name!r}")
         return Recorder(run.info.run_id, self.tracking_uri, run=run)
 

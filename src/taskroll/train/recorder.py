@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from taskroll.errors import RecorderError
 from taskroll.store.references import RecorderReference, strip_credentials
 from taskroll.store.urls import mask_url
+from taskroll.train.process import process_tags
 from taskroll.train.tracking import (
     _check_status,
     _chunks,
@@ -229,9 +230,13 @@ class Recorder:
     def start_run(self) -> Recorder:
         """Mark the run ``RUNNING`` (new runs already are; this resumes a finished one).
 
+        The run is tagged with this process's identity first (see
+        :mod:`taskroll.train.process`), so a resumed run whose process dies is found.
+
         Returns:
             This recorder.
         """
+        self.set_tags(**process_tags())
         client, run_id = self.client, self._id
         call_mlflow(lambda: client.update_run(run_id, status=self.STATUS_RUNNING),
                     f"start run {run_id}")

@@ -28,7 +28,6 @@ from taskroll.manage import TaskManager, run_task
 from taskroll.store.references import RecorderReference
 from taskroll.task.spec import fill_placeholder, init_instance_by_config
 from taskroll.train.experiment import R
-from taskroll.train.process import process_tags
 from taskroll.train.recorder import Recorder, as_recorder
 
 logger = logging.getLogger(__name__)
@@ -40,7 +39,6 @@ TrainFunction = Callable[..., Recorder]
 
 
 def _log_task_info(task_config: Mapping[str, Any]) -> None:
-    R.set_tags(**process_tags())  # first, so a run killed from here on can be found dead
     R.save_objects(task=dict(task_config))
 
 
@@ -148,7 +146,6 @@ def end_task_train(rec: Recorder | RecorderReference, experiment_name: str) -> R
     """
     rec = as_recorder(rec)
     with R.start(experiment_name=experiment_name, recorder_id=rec.id, resume=True):
-        R.set_tags(**process_tags())
         _exe_task(R.load_object("task"))
     return rec
 
