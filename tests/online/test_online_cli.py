@@ -68,6 +68,25 @@ def test_parser_and_simulate_then_routine(isolated_settings: Settings, tmp_path:
     pd.testing.assert_frame_equal(extended.loc[signals.index], signals)
     assert extended.index.get_level_values("datetime").max() == next_day
 
+    # the report: the served signals against the labels realised since, from the bars
+    # (the handler computes in float32, hence the tolerance)
+    assert main(["online", "report", "--config", str(config), "--output", str(output),
+                 "--topk", "5"]) == 0
+    assert "ic_mean" in capsys.readouterr().out
+    daily = pd.read_csv(output / "report" / "report.csv", index_col=0, parse_dates=True)
+    summary = json.loads((output / "report" / "report.json").read_text())
+    assert (output / "report" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    close = pd.read_parquet(market_path)["close"].unstack("instrument").reindex(calendar)
+    label = (close.shift(-2) / close.shift(-1) - 1).stack().rename("label")
+    served = extended["score"]
+    joined = pd.concat([served, label.reindex(served.index)], axis=1).dropna()
+    expected_ic = joined.groupby(level="datetime").apply(
+        lambda day: day["score"].corr(day["label"]))
+    assert summary["days"] == len(daily) == expected_ic.index.nunique() > 20
+    assert summary["topk"] == 5
+    pd.testing.assert_series_equal(daily["ic"], expected_ic, check_names=False,
+                                   check_index_type=False, check_freq=False, rtol=1e-6, atol=1e-5)
+
 
 def test_bad_config_returns_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.yaml"

@@ -79,8 +79,6 @@ BAD_CONFIGS: dict[str, tuple[dict[str, Any], list[str]]] = {
                          "did you mean 'task_template.model.kwargs'?"]),
     "unknown-trainer-key": ({"trainer": {"class": "TrainerRM", "taskpool": "pool"}},
                             ["unknown key 'trainer.taskpool'; did you mean 'trainer.task_pool'?"]),
-    "unknown-signal-key": ({"signal": {"prepare_fn": "average"}},
-                           ["unknown key 'signal.prepare_fn'; did you mean 'signal.prepare_func'?"]),
     "unknown-report-key": ({"report": {"top_k": 5}},
                            ["unknown key 'report.top_k'; did you mean 'report.topk'?"]),
     # top-level types
@@ -93,9 +91,8 @@ BAD_CONFIGS: dict[str, tuple[dict[str, Any], list[str]]] = {
                              ["'trainer'", "TrainerRM", "'TrainerX'", "did you mean 'TrainerR'?"]),
     "trainer-number": ({"trainer": 5}, ["'trainer'", "5"]),
     "trainer-mapping-bad-class": ({"trainer": {"class": "Pool"}}, ["'trainer.class'", "'Pool'"]),
-    "signal-other-function": ({"signal": {"prepare_func": "median"}},
-                              ["'signal.prepare_func'", "'average'", "'median'"]),
-    "signal-not-mapping": ({"signal": "average"}, ["'signal'", "mapping", "'average'"]),
+    "unknown-report-section-typo": ({"reprot": {"topk": 5}},
+                                    ["unknown key 'reprot'; did you mean 'report'?"]),
     "report-topk-zero": ({"report": {"topk": 0}}, ["'report.topk'", "int >= 1", "got 0"]),
     "report-topk-bool": ({"report": {"topk": True}}, ["'report.topk'", "True"]),
     # rolling
@@ -263,7 +260,7 @@ def test_valid_rolling_settings(tmp_path: Path, rolling: dict[str, Any]) -> None
 def test_optional_sections_and_template_lists(tmp_path: Path) -> None:
     config = {**BASE, "trainer": {"class": "DelayTrainerRM", "task_pool": "pool"},
               "task_db_name": "db", "artifact_root": "/tmp/artifacts",
-              "signal": {"prepare_func": "average"}, "report": {"topk": 50},
+              "report": {"topk": 50},
               "task_template": [BASE["task_template"],
                                 {**BASE["task_template"], "reweighter": "pkg.Weights"}]}
     loaded = load_config(_write(tmp_path, config))

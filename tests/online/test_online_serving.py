@@ -20,18 +20,20 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from .conftest import make_template
 
 from taskroll.config import Settings
+from taskroll.data.cache import clear_caches
 from taskroll.online.manager import OnlineManager
 from taskroll.online.models import fail_interrupted_runs, list_models, window_key
 from taskroll.online.strategy import RollingStrategy, task_segment
 from taskroll.online.tool import OnlineToolR
-from taskroll.online.update import PredUpdater
+from taskroll.online.update import LabelUpdater, PredUpdater
 from taskroll.task.gen import RollingGen
 from taskroll.train.experiment import R
 from taskroll.train.process import HOST_TAG, PID_START_TAG, PID_TAG, process_tags
 from taskroll.train.recorder import Recorder
-from taskroll.train.trainer import DelayTrainerR, TrainerR
+from taskroll.train.trainer import DelayTrainerR, TrainerR, task_train
 
 pytestmark = pytest.mark.filterwarnings("ignore::taskroll.errors.DataQualityWarning")
 
@@ -259,3 +261,33 @@ def test_qlib_api_add_strategy_pickle_and_open_end(
     with pytest.raises(TypeError, match="not an OnlineManager"):
         OnlineManager.load(tmp_path / "other.pkl")
     assert not [path for path in os.listdir(tmp_path) if path.endswith(".tmp")]
+
+
+def test_labels_are_filled_in_as_data_arrives(
+        tmp_path: Path, online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
+        online_template: Callable[[], dict[str, Any]]) -> None:
+    calendar = online_market[1]
+    bars = pd.read_parquet(online_market[0])
+    cut = pd.Timestamp("2019-08-30")
+    path = tmp_path / "bars.parquet"
+    bars[bars.index.get_level_values("datetime") <= cut].to_parquet(path)  # the data so far
+    template = make_template(path)
+    template["dataset"]["kwargs"]["segments"]["test"] = ("2019-07-01", str(cut.date()))
+    template["dataset"]["kwargs"]["handler"]["kwargs"]["end_time"] = str(cut.date())
+    recorder = task_train(template, experiment_name="serving_labels")
+    before = recorder.load_object("label.pkl")
+    days = calendar[(calendar >= pd.Timestamp("2019-07-01")) & (calendar <= cut)]
+    labelled = before.index.get_level_values("datetime").unique()
+    assert list(labelled) == list(days[:-2])  # a 2-day horizon: the last days not realised
+
+    bars.to_parquet(path)  # two weeks of new bars arrive
+    clear_caches()
+    LabelUpdater(recorder, to_date=cut).update()
+    after = recorder.load_object("label.pkl")
+    assert list(after.index.get_level_values("datetime").unique()) == list(days)
+    assert after.iloc[:, 0].notna().all()
+    pd.testing.assert_frame_equal(after.loc[before.index], before)  # realised rows unchanged
+    # no label is ever written before the model's test start
+    LabelUpdater(recorder, to_date=cut, from_date="2018-01-01").update()
+    assert recorder.load_object("label.pkl").index.get_level_values("datetime").min() == (
+        pd.Timestamp("2019-07-01"))

@@ -59,15 +59,13 @@ import taskroll
 from taskroll.errors import TaskrollError
 from taskroll.online.config import OnlineConfigError as OnlineConfigError  # re-exported
 from taskroll.online.config import load_config as load_config  # re-exported
+from taskroll.online.config_schema import TRAINERS
 from taskroll.online.files import SIGNALS_FILE, read_signals, routine_lock, write_signals
 from taskroll.online.manager import OnlineManager
 from taskroll.online.report import served_report
 from taskroll.online.strategy import RollingStrategy
 from taskroll.task.gen import RollingGen
 from taskroll.train.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
-
-_TRAINERS = ("TrainerR", "TrainerRM", "DelayTrainerR", "DelayTrainerRM")
-
 
 def add_online_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``online`` command (``routine``, ``simulate``, ``rebuild``, ``report``).
@@ -109,8 +107,8 @@ def _trainer(config: Mapping[str, Any]) -> Trainer:
     spec = config.get("trainer", "TrainerR")
     options: dict[str, Any] = dict(spec) if isinstance(spec, Mapping) else {"class": spec}
     name = options.pop("class", "TrainerR")
-    if name not in _TRAINERS:
-        raise OnlineConfigError(f"trainer must be one of {sorted(_TRAINERS)}, got {name!r}")
+    if name not in TRAINERS:
+        raise OnlineConfigError(f"trainer must be one of {sorted(TRAINERS)}, got {name!r}")
     experiment = str(config["experiment"])
     pool = options.pop("task_pool", config.get("task_pool"))
     if name == "TrainerRM":
@@ -130,7 +128,9 @@ def build_manager(config: Mapping[str, Any], begin_time: Any = None) -> OnlineMa
         TaskConfigError: For a bad rolling step.
         CalendarError: When the calendar cannot be loaded.
     """
-    taskroll.init(task_url=config.get("task_url"), tracking_uri=config.get("tracking_uri"))
+    taskroll.init(task_url=config.get("task_url"), tracking_uri=config.get("tracking_uri"),
+                  task_db_name=config.get("task_db_name"),
+                  artifact_root=config.get("artifact_root"))
     rolling = config["rolling"]
     rtype = rolling.get("rtype", "expanding")
     types = {"expanding": RollingGen.ROLL_EX, "sliding": RollingGen.ROLL_SD}

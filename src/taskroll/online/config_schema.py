@@ -18,7 +18,6 @@ later. The schema (``null`` is accepted only where said)::
     trainer         TrainerR | TrainerRM | DelayTrainerR | DelayTrainerRM, or a mapping
                     with ``class`` (required) and ``task_pool``
     begin_time      a date or null
-    signal          mapping: prepare_func (average)
     report          mapping: topk (int >= 1)
 
 A task template holds ``model`` and ``dataset`` (required), ``record`` and
@@ -51,7 +50,7 @@ TRAINERS = ("TrainerR", "TrainerRM", "DelayTrainerR", "DelayTrainerRM")
 
 _TOP_KEYS = ("experiment", "task_template", "rolling", "task_url", "tracking_uri",
              "task_db_name", "artifact_root", "trainer", "task_pool", "begin_time",
-             "signal", "report")
+             "report")
 _TEXT_KEYS = ("task_url", "tracking_uri", "task_db_name", "artifact_root", "task_pool")
 _ROLLING_KEYS = ("step", "rtype", "calendar", "trunc_days", "label_horizon",
                  "allow_label_leak", "refit_per_roll")
@@ -59,7 +58,7 @@ _TEMPLATE_KEYS = ("model", "dataset", "record", "reweighter")
 _CFG_KEYS = ("class", "module_path", "kwargs")
 _TEMPLATE = "task_template"
 _SEGMENTS = "dataset.kwargs.segments"
-_SECTIONS = {"rolling": _ROLLING_KEYS, "signal": ("prepare_func",), "report": ("topk",),
+_SECTIONS = {"rolling": _ROLLING_KEYS, "report": ("topk",),
              _TEMPLATE: (*_TEMPLATE_KEYS, _SEGMENTS, "dataset.kwargs.handler")}
 
 
@@ -177,10 +176,6 @@ class _Checker:
             self.date(config["begin_time"], "begin_time")
         if "trainer" in config:
             self.trainer(config["trainer"])
-        if "signal" in config:
-            signal = self.mapping(config["signal"], "signal", ("prepare_func",))
-            if "prepare_func" in signal and signal["prepare_func"] != "average":
-                raise self.wrong("signal.prepare_func", "'average'", signal["prepare_func"])
         if "report" in config:
             report = self.mapping(config["report"], "report", ("topk",))
             if "topk" in report:
