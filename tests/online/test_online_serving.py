@@ -20,7 +20,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from .conftest import make_template
 
 from taskroll.config import Settings
 from taskroll.data.cache import clear_caches
@@ -34,6 +33,8 @@ from taskroll.train.experiment import R
 from taskroll.train.process import HOST_TAG, PID_START_TAG, PID_TAG, process_tags
 from taskroll.train.recorder import Recorder
 from taskroll.train.trainer import DelayTrainerR, TrainerR, task_train
+
+from .conftest import make_template
 
 pytestmark = pytest.mark.filterwarnings("ignore::taskroll.errors.DataQualityWarning")
 

@@ -67,6 +67,7 @@ from taskroll.online.strategy import RollingStrategy
 from taskroll.task.gen import RollingGen
 from taskroll.train.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
 
+
 def add_online_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``online`` command (``routine``, ``simulate``, ``rebuild``, ``report``).
 
