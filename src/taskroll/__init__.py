@@ -51,7 +51,8 @@ _LAZY: dict[str, str] = {
                      "Ensemble", "SingleKeyEnsemble", "RollingEnsemble", "AverageEnsemble"),
                     "taskroll.collect"),
     **dict.fromkeys(("OnlineManager", "OnlineStrategy", "RollingStrategy", "OnlineTool",
-                     "OnlineToolR"),
+                     "OnlineToolR", "PredUpdater", "LabelUpdater", "ServedReport",
+                     "served_report"),
                     "taskroll.online"),
 }
 
