@@ -126,3 +126,22 @@ def test_rolling_settings_reach_the_generator(tmp_path: Path) -> None:
     assert isinstance(strategy, RollingStrategy)
     generator = strategy.rg
     assert (generator.step, generator.label_horizon, generator.refit_per_roll) == ("M", 5, False)
+
+
+def test_readme_daily_jobs_run_real_commands() -> None:
+    """The cron line and the Kubernetes CronJob of the README parse as online commands."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Online serving"):readme.index("## Cluster backends")]
+    blocks = section.split("```")
+    cron = next(block for block in blocks if block.startswith("cron"))
+    job = yaml.safe_load(next(block for block in blocks
+                              if block.startswith("yaml") and "CronJob" in block)[4:])
+    assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    [container] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    cron_command = cron.split("&& ", 1)[1].split(">>")[0].split()
+    parser = argparse.ArgumentParser(prog="taskroll")
+    add_online_parser(parser.add_subparsers(dest="command"))
+    for command in (cron_command, container["command"]):
+        assert command[0] == "taskroll"
+        arguments = parser.parse_args(command[1:])
+        assert (arguments.command, arguments.online_command) == ("online", "routine")

@@ -1,11 +1,15 @@
-"""``taskroll online {routine,simulate} --config online.yaml``: online serving from a YAML file.
+"""``taskroll online {routine,simulate,rebuild,report} --config online.yaml``.
 
-``routine`` is meant to run once a trading day (cron): the state (which models
-are online) lives in the MLflow store as recorder tags, so each call trains the
-tasks that are due, switches models, updates predictions and appends the new
-signals to ``OUTPUT/signals.parquet``. The first call (no online model yet)
-trains the first rolling tasks. ``simulate`` replays the history day by day from
-``begin_time`` to ``--end-time`` and writes ``OUTPUT/signals.parquet``.
+``routine`` is meant to run once a trading day (cron, a Kubernetes CronJob): the
+state (which models exist and which are online) lives in the MLflow store, so each
+call marks runs of killed processes ``FAILED``, trains the windows that are due
+(reusing any already trained), switches models, extends predictions and appends the
+new signals to ``OUTPUT/signals.parquet`` (replaced atomically). The first call (no
+online model yet) trains the first rolling tasks. A routine can be killed at any
+point: the next one recovers (see :mod:`taskroll.online.manager`). ``simulate``
+replays the history day by day from ``begin_time`` to ``--end-time``; ``rebuild``
+rewrites the signal file from the trained models; ``report`` evaluates the served
+signals against the labels realised since (``OUTPUT/report/``).
 
 Example ``online.yaml`` (relative paths are read from the config's folder)::
 
@@ -14,7 +18,9 @@ Example ``online.yaml`` (relative paths are read from the config's folder)::
     tracking_uri: sqlite:///mlruns.db     # optional, passed to taskroll.init
     trainer: TrainerRM                    # TrainerR | TrainerRM | DelayTrainerR | DelayTrainerRM
     task_pool: rolling_linear_pool        # optional, for the pool trainers
+    # task_db_name, artifact_root: optional, passed to taskroll.init
     begin_time: 2019-08-01
+    report: {topk: 50}                    # optional, for `online report`
     rolling:
       step: 20                            # trading days, or W / M / Q / Y (calendar periods)
       rtype: expanding                    # or sliding
