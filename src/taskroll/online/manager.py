@@ -23,10 +23,7 @@ over the same days, skipped days included.
 from __future__ import annotations
 
 import logging
-import os
-import pickle
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -43,6 +40,7 @@ from taskroll.online.models import (
 from taskroll.online.signals import SignalFunction, build_signals, extend_chain
 from taskroll.online.strategy import OnlineStrategy
 from taskroll.online.update import dates_of
+from taskroll.serial import Serializable
 from taskroll.task.calendar import DateLike, TimeAdjuster, to_timestamp
 from taskroll.train.recorder import Recorder
 from taskroll.train.trainer import STATUS_BEGIN, STATUS_END, STATUS_KEY, Trainer, TrainerR
@@ -54,8 +52,11 @@ def _as_strategies(strategies: OnlineStrategy | Sequence[OnlineStrategy]) -> lis
     return [strategies] if isinstance(strategies, OnlineStrategy) else list(strategies)
 
 
-class OnlineManager:
+class OnlineManager(Serializable):
     """Manage online models of several strategies: train, switch, update, signal.
+
+    ``to_pickle(path)`` and ``OnlineManager.load(path)`` (:class:`Serializable`) save
+    and restore the manager (strategies, trainer, signals, history).
 
     Args:
         strategies: One :class:`OnlineStrategy` or several (unique ``name_id``).
@@ -386,35 +387,3 @@ class OnlineManager:
         finally:
             self.status = self.STATUS_ONLINE
         return self.get_signals()
-
-    # -- persistence -----------------------------------------------------------------------
-
-    def to_pickle(self, path: str | os.PathLike[str]) -> Path:
-        """Save the manager (strategies, trainer, signals, history) to a file, atomically.
-
-        Load it back only from a file you wrote (:meth:`load` unpickles it).
-
-        Returns:
-            The path written.
-        """
-        target = Path(path)
-        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with staging.open("wb") as handle:
-            pickle.dump(self, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, target)
-        return target
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> OnlineManager:
-        """Load a manager saved by :meth:`to_pickle` (a trusted file only: it is unpickled).
-
-        Raises:
-            TypeError: When the file holds something else.
-        """
-        with Path(path).open("rb") as handle:
-            loaded = pickle.load(handle)  # the user's own file, by contract
-        if not isinstance(loaded, cls):
-            raise TypeError(f"{path} holds a {type(loaded).__name__}, not an {cls.__name__}")
-        return loaded
