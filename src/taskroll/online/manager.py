@@ -11,7 +11,9 @@ Each :meth:`OnlineManager.routine` (run once a trading day, e.g. by cron)
 5. extends each model's predictions to the days it serves and appends the signals
    of the days not served yet (:mod:`taskroll.online.signals`): per rolling chain
    the newest model whose test has started, merged over chains by
-   :class:`AverageEnsemble`.
+   :class:`AverageEnsemble`,
+6. fills in the labels realised since in the newest models' ``label.pkl``
+   (:class:`~taskroll.online.update.LabelUpdater`), so served IC can be computed.
 
 Every step can be run again after a crash at any point: no window is trained
 twice, a reader never sees zero online models, and the signals are a function of
@@ -34,18 +36,23 @@ from taskroll.online.models import (
     chains,
     fail_interrupted_runs,
     list_models,
+    pending_models,
     trained_windows,
     window_key,
 )
-from taskroll.online.signals import SignalFunction, build_signals, extend_chain
+from taskroll.online.signals import SignalFunction, build_signals, chain_labels, extend_chain
 from taskroll.online.strategy import OnlineStrategy
-from taskroll.online.update import dates_of
+from taskroll.online.update import LabelUpdater, dates_of
 from taskroll.serial import Serializable
 from taskroll.task.calendar import DateLike, TimeAdjuster, to_timestamp
 from taskroll.train.recorder import Recorder
-from taskroll.train.trainer import STATUS_BEGIN, STATUS_END, STATUS_KEY, Trainer, TrainerR
+from taskroll.train.trainer import STATUS_END, STATUS_KEY, Trainer, TrainerR
 
 _logger = logging.getLogger(__name__)
+
+LABELLED_MODELS = 3
+"""Newest models of each chain whose ``label.pkl`` each routine fills in (labels are
+realised a few days after the day they label, after the model may have gone offline)."""
 
 
 def _as_strategies(strategies: OnlineStrategy | Sequence[OnlineStrategy]) -> list[OnlineStrategy]:
@@ -135,7 +142,8 @@ class OnlineManager(Serializable):
         if not tasks:
             return [], []
         test_key = getattr(getattr(strategy, "rg", None), "test_key", "test")
-        existing = trained_windows(strategy.name_id, test_key)
+        # a delayed simulation reuses the runs it prepared and has not fitted yet, too
+        existing = trained_windows(strategy.name_id, test_key, pending=self._postpone_action())
         windows = [window_key(task, test_key) for task in tasks]
         fresh_tasks = [task for task, window in zip(tasks, windows, strict=True)
                        if window not in existing]
@@ -224,10 +232,10 @@ class OnlineManager(Serializable):
             return pd.Series(dtype=float, name="score")
         new = self.prepare_signals(**(signal_kwargs or {}))
         if self.status == self.STATUS_ONLINE:
-            for strategy in self.strategies:
-                update = getattr(strategy.tool, "update_online_label", None)
-                if callable(update):
-                    update(to_date=self.cur_time)
+            for strategy_chains in self.served_chains().values():
+                for chain in strategy_chains.values():
+                    extend_chain(chain, self.cur_time, updater=LabelUpdater,
+                                 newest=LABELLED_MODELS)
         return new
 
     def delay_prepare(self, model_kwargs: Mapping[str, Any] | None = None,
@@ -245,9 +253,7 @@ class OnlineManager(Serializable):
             The signals added.
         """
         for strategy in self.strategies:
-            pending = [model.recorder for model in list_models(strategy.name_id)
-                       if not model.trained
-                       and model.recorder.snapshot_tags.get(STATUS_KEY) == STATUS_BEGIN]
+            pending = [model.recorder for model in pending_models(list_models(strategy.name_id))]
             if pending:
                 _logger.info("%s: fitting %d delayed models", strategy.name_id, len(pending))
                 self.trainer.end_train(pending, experiment_name=strategy.name_id,
@@ -267,20 +273,23 @@ class OnlineManager(Serializable):
         return MergeCollector(collectors, process_list=[])
 
     def served_chains(self) -> dict[str, dict[str, list[OnlineModel]]]:
-        """Return ``{strategy: {chain: trained models by test start}}`` of the templates' chains."""
+        """Return ``{strategy: {chain label: trained models by test start}}``.
+
+        For a :class:`RollingStrategy` only the chains of its templates, labelled by
+        ``chain_labels()`` (model class, numbered in template order when repeated).
+        """
         served = {}
         for strategy in self.strategies:
             test_key = getattr(getattr(strategy, "rg", None), "test_key", "test")
             grouped = chains(list_models(strategy.name_id, test_key))
-            keys = getattr(strategy, "chain_keys", None)
-            if callable(keys):
-                wanted = keys()
-                unknown = set(grouped) - wanted
-                if unknown:
-                    _logger.info("%s: %d chains of models match no template; not served",
-                                 strategy.name_id, len(unknown))
-                grouped = {key: value for key, value in grouped.items() if key in wanted}
-            served[strategy.name_id] = grouped
+            labels_of = getattr(strategy, "chain_labels", None)
+            labels = labels_of() if callable(labels_of) else chain_labels(grouped)
+            unknown = set(grouped) - set(labels)
+            if unknown:
+                _logger.info("%s: %d chains of models match no template; not served",
+                             strategy.name_id, len(unknown))
+            served[strategy.name_id] = {label: grouped[key] for key, label in labels.items()
+                                        if key in grouped}
         return served
 
     def _last_served(self) -> pd.Timestamp | None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from taskroll.collect.ensemble import AverageEnsemble
 from taskroll.online.models import OnlineModel
-from taskroll.online.update import PRED_FILE, PredUpdater, dates_of
+from taskroll.online.update import PRED_FILE, DSBasedUpdater, PredUpdater, dates_of
 
 _logger = logging.getLogger(__name__)
 
@@ -44,28 +44,33 @@ def _served_range(chain: Sequence[OnlineModel], index: int,
 
 
 def extend_chain(chain: Sequence[OnlineModel], until: pd.Timestamp,
-                 since: pd.Timestamp | None = None, hist_ref: int = 0) -> int:
-    """Extend the predictions of the chain's models to every day each one serves.
+                 since: pd.Timestamp | None = None, hist_ref: int = 0,
+                 updater: type[DSBasedUpdater] = PredUpdater, newest: int | None = None) -> int:
+    """Extend an artifact of the chain's models to every day each one serves.
 
     Args:
         chain: One chain's trained models, sorted by test start.
         until: Last day to serve.
         since: Only models serving a day after ``since`` are looked at (``None``: all).
-        hist_ref: Passed to :class:`PredUpdater`.
+        hist_ref: Passed to the updater.
+        updater: :class:`PredUpdater` (``pred.pkl``) or
+            :class:`~taskroll.online.update.LabelUpdater` (``label.pkl``).
+        newest: Only the newest ``newest`` models (``None``: all).
 
     Returns:
-        The number of prediction rows written.
+        The number of rows written.
     """
     added = 0
-    for index, model in enumerate(chain):
+    first_index = 0 if newest is None else max(len(chain) - newest, 0)
+    for index in range(first_index, len(chain)):
         first, last = _served_range(chain, index, until)
         if last < first or (since is not None and last <= since):
             continue
-        updater = PredUpdater(model.recorder, to_date=last, hist_ref=hist_ref)
-        if updater.first_date > last:
+        one = updater(chain[index].recorder, to_date=last, hist_ref=hist_ref)
+        if one.first_date > last:
             continue
-        updater.update()
-        added += updater.added
+        one.update()
+        added += one.added
     return added
 
 
@@ -98,15 +103,14 @@ def chain_predictions(chain: Sequence[OnlineModel], until: pd.Timestamp,
 
 
 def chain_labels(chains: Mapping[str, Sequence[OnlineModel]]) -> dict[str, str]:
-    """Name each chain by its model class (with a number when a class has several chains)."""
-    classes: dict[str, list[str]] = {}
-    for key in sorted(chains):
-        classes.setdefault(chains[key][0].model_class or "model", []).append(key)
-    labels = {}
-    for name, keys in classes.items():
-        for number, key in enumerate(keys):
-            labels[key] = name if len(keys) == 1 else f"{name}#{number + 1}"
-    return labels
+    """Name each chain ``"<model class>:<first 8 characters of its key>"``.
+
+    The fallback for strategies that do not name their chains (a
+    :class:`~taskroll.online.strategy.RollingStrategy` names them in template order);
+    a chain's name never depends on the other chains.
+    """
+    return {key: f"{models[0].model_class or 'model'}:{key[:8]}"
+            for key, models in chains.items() if models}
 
 
 def build_signals(chains_by_strategy: Mapping[str, Mapping[str, Sequence[OnlineModel]]],
@@ -115,7 +119,7 @@ def build_signals(chains_by_strategy: Mapping[str, Mapping[str, Sequence[OnlineM
     """Merge every strategy's chains into the signals of the days after ``since``.
 
     Args:
-        chains_by_strategy: ``{strategy name: {chain: models}}``.
+        chains_by_strategy: ``{strategy name: {chain label: models}}``.
         until: Last day.
         since: Last day already served (``None``: from the first test start).
         prepare_func: ``{(strategy, chain label): prediction} -> signal``; default
@@ -126,11 +130,10 @@ def build_signals(chains_by_strategy: Mapping[str, Mapping[str, Sequence[OnlineM
     """
     predictions: dict[tuple[str, str], pd.Series] = {}
     for strategy, chains in sorted(chains_by_strategy.items()):
-        labels = chain_labels(chains)
-        for key in sorted(chains):
-            served = chain_predictions(chains[key], until, since)
+        for label in sorted(chains):
+            served = chain_predictions(chains[label], until, since)
             if served is not None:
-                predictions[(strategy, labels[key])] = served
+                predictions[(strategy, label)] = served
     if not predictions:
         return None
     signals = (prepare_func or AverageEnsemble())(predictions)

@@ -18,10 +18,11 @@ import pandas as pd
 
 from taskroll.collect.collector import Collector, RecorderCollector
 from taskroll.collect.group import RollingGroup
-from taskroll.online.models import chain_key
+from taskroll.online.models import CHAIN_FIELD, chain_key, model_class
 from taskroll.online.tool import OnlineToolR
 from taskroll.task.calendar import DateLike, TimeAdjuster, to_timestamp
 from taskroll.task.gen import RollingGen, Task, task_generator
+from taskroll.task.spec import task_id
 from taskroll.train.recorder import Recorder
 
 _logger = logging.getLogger(__name__)
@@ -100,101 +101,132 @@ class RollingStrategy(OnlineStrategy):
         """Return the strategy's trading calendar."""
         return self.ta.cals
 
+    def marked_templates(self) -> list[Task]:
+        """Return copies of the templates, each naming its chain (:data:`CHAIN_FIELD`).
+
+        The chain is the id of the template as it is now (segments included): editing a
+        template starts a new chain, whose models replace the old chain's.
+        """
+        marked = []
+        for template in self.task_template:
+            copied = copy.deepcopy(dict(template))
+            copied.pop(CHAIN_FIELD, None)
+            copied[CHAIN_FIELD] = task_id(copied)
+            marked.append(copied)
+        return marked
+
+    def chain_keys(self) -> list[str]:
+        """Return the chains of the templates, in template order."""
+        return [template[CHAIN_FIELD] for template in self.marked_templates()]
+
+    def chain_labels(self) -> dict[str, str]:
+        """Name each template's chain: its model class, numbered when classes repeat."""
+        marked = self.marked_templates()
+        classes = [model_class(template) or "model" for template in marked]
+        return {template[CHAIN_FIELD]: name if classes.count(name) == 1
+                else f"{name}#{classes[:index + 1].count(name)}"
+                for index, (template, name) in enumerate(zip(marked, classes, strict=True))}
+
+    def _template_tasks(self, template: Task, end_time: DateLike | None) -> list[Task]:
+        """The rolling tasks of one marked template, test windows cut at ``end_time``."""
+        if end_time is not None:
+            limit = self.ta.align_time(end_time, "end")
+            start, end = task_segment(template, self.rg.test_key)
+            if start is not None and start > limit:
+                _logger.info("%s: a template's test starts %s, after %s; not yet",
+                             self.name_id, start.date(), limit.date())
+                return []
+            template = copy.deepcopy(template)
+            new_end = limit if end is None else min(end, limit)
+            template["dataset"]["kwargs"]["segments"][self.rg.test_key] = (start, new_end)
+        return task_generator([template], self.rg)
+
     def first_tasks(self, end_time: DateLike | None = None) -> list[Task]:
         """Generate the rolling tasks of the templates.
 
         Args:
             end_time: When given (the manager's begin time), every test window is cut
-                at this day and templates whose test starts later are skipped, so no
-                model of the first training sees the future.
+                at this day and templates whose test starts later are left for a later
+                routine (:meth:`prepare_tasks`), so no model sees the future.
 
         Returns:
-            The rolling tasks, template by template, in time order.
+            The rolling tasks, template by template, in time order; each names its
+            chain in :data:`CHAIN_FIELD`.
         """
-        templates = self.task_template
-        if end_time is not None:
-            limit = self.ta.align_time(end_time, "end")
-            templates = []
-            for template in self.task_template:
-                start, end = task_segment(template, self.rg.test_key)
-                if start is not None and start > limit:
-                    _logger.warning("%s: a template's test starts %s, after %s; skipped",
-                                    self.name_id, start.date(), limit.date())
-                    continue
-                clipped = copy.deepcopy(template)
-                new_end = limit if end is None else min(end, limit)
-                clipped["dataset"]["kwargs"]["segments"][self.rg.test_key] = (start, new_end)
-                templates.append(clipped)
-        return task_generator(templates, self.rg)
+        return [task for template in self.marked_templates()
+                for task in self._template_tasks(template, end_time)]
 
-    def chain_keys(self) -> set[str]:
-        """Return the chains of the templates (see :func:`taskroll.online.models.chain_key`)."""
-        return {chain_key(template) for template in self.task_template}
-
-    def _latest_per_chain(self, recorders: Sequence[Recorder]) -> list[tuple[Recorder, Task]]:
-        """The recorders whose test starts latest in each chain, with their tasks."""
+    def _latest_per_chain(self, recorders: Sequence[Recorder]
+                          ) -> dict[str, list[tuple[Recorder, Task]]]:
+        """The recorders whose test starts latest in each of the templates' chains."""
+        chains = set(self.chain_keys())
         latest: dict[str, tuple[pd.Timestamp, list[tuple[Recorder, Task]]]] = {}
         for recorder in recorders:
             task = recorder.load_object("task")
             start = task_segment(task, self.rg.test_key)[0]
-            if start is None:
-                continue
             chain = chain_key(task)
+            if start is None or chain not in chains:
+                continue
             best = latest.get(chain)
             if best is None or start > best[0]:
                 latest[chain] = (start, [(recorder, task)])
             elif start == best[0] and all(item.id != recorder.id for item, _ in best[1]):
                 best[1].append((recorder, task))
-        return [item for chain in sorted(latest) for item in latest[chain][1]]
+        return {chain: items for chain, (_, items) in latest.items()}
 
     def _list_latest(self, recorders: Sequence[Recorder]
                      ) -> tuple[list[tuple[Recorder, Task]], pd.Timestamp | None]:
         """The newest recorders of each chain with their tasks, and the latest test start."""
-        latest = self._latest_per_chain(recorders)
+        latest = [item for items in self._latest_per_chain(recorders).values() for item in items]
         if not latest:
             return [], None
         starts = [task_segment(task, self.rg.test_key)[0] for _, task in latest]
         return latest, max(start for start in starts if start is not None)
 
     def prepare_tasks(self, cur_time: DateLike, **kwargs: Any) -> list[Task]:
-        """Generate the rolling tasks following the newest online model of each chain.
+        """Generate the tasks due at ``cur_time``: each chain rolled forward to that day.
 
-        Nothing is generated while ``cur_time`` (aligned on the calendar) is within
-        the newest online model's test window, nor before the next window's start
-        (``step`` trading days after the newest test start); the new tasks' test
-        windows end at ``cur_time`` at the latest. After days without a routine, every
-        window started meanwhile is generated.
+        A chain with an online model rolls from its newest one: nothing while
+        ``cur_time`` (aligned on the calendar) is within that model's test window or
+        before the next window's start (``step`` trading days after its test start);
+        after days without a routine, every window started meanwhile. A template's
+        chain with no online model yet (its test started after the first training, or
+        the template was added or edited) starts from the template, as
+        :meth:`first_tasks` would. The new tasks' test windows end at ``cur_time`` at
+        the latest. (Qlib's ``prepare_tasks`` only follows online models.)
 
         Args:
             cur_time: The current day.
             **kwargs: Ignored (Qlib's ``task_kwargs``).
 
         Returns:
-            The new tasks (empty when no online model exists or none is due).
+            The new tasks (windows already trained come back too; the manager reuses them).
         """
-        latest, _ = self._list_latest(self.tool.online_models())
-        if not latest:
-            _logger.warning("%s: no online model; call first_train first", self.name_id)
-            return []
+        latest = self._latest_per_chain(self.tool.online_models())
         calendar_latest = self.ta.align_time(cur_time, "end")
         new_tasks: list[Task] = []
-        for _, task in latest:
-            test_end = task_segment(task, self.rg.test_key)[1]
-            if test_end is not None and test_end >= calendar_latest:
-                continue
-            for new_task in self.rg.gen_following_tasks(task, calendar_latest):
-                if new_task not in new_tasks:
-                    new_tasks.append(new_task)
+        for template in self.marked_templates():
+            chain = template[CHAIN_FIELD]
+            if chain not in latest:
+                following = self._template_tasks(template, calendar_latest)
+            else:
+                following = []
+                for _, task in latest[chain]:
+                    test_end = task_segment(task, self.rg.test_key)[1]
+                    if test_end is None or test_end < calendar_latest:
+                        following.extend(self.rg.gen_following_tasks(task, calendar_latest))
+            new_tasks.extend(task for task in following if task not in new_tasks)
         return new_tasks
 
     def prepare_online_models(self, trained_models: Sequence[Recorder],
                               cur_time: DateLike | None = None) -> list[Recorder]:
-        """Put the newest model of each chain online (every other model offline).
+        """Put the newest model of each template's chain online (every other model offline).
 
         The candidates are the newly trained models and the models online now, so
         several models trained at once (the first training, or a routine after missed
-        days) put only each chain's newest online, and a switch cut short (two models
-        of a chain online) is completed. Tags are written only when the set changes.
+        days) put only each chain's newest online, a switch cut short (two models of a
+        chain online) is completed, and models of a chain no template names any more
+        (an edited template) go offline. Tags are written only when the set changes.
 
         Returns:
             The online models.
@@ -202,7 +234,8 @@ class RollingStrategy(OnlineStrategy):
         current = self.tool.online_models()
         candidates = list(trained_models) + [recorder for recorder in current
                                              if recorder not in trained_models]
-        online = [recorder for recorder, _ in self._latest_per_chain(candidates)]
+        online = [recorder for items in self._latest_per_chain(candidates).values()
+                  for recorder, _ in items]
         if {recorder.id for recorder in online} != {recorder.id for recorder in current}:
             self.tool.reset_online_tag(online)
         return online
