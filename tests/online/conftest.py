@@ -74,3 +74,14 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[config
             patch.delenv(name, raising=False)
         yield taskroll.init(task_url=f"sqlite:///{root / 'tasks.db'}",
                             tracking_uri=f"sqlite:///{root / 'mlruns.db'}")
+
+
+def trained_per_window(experiment: str) -> dict[str, int]:
+    """Trained models per window of an experiment (one each when nothing was retrained)."""
+    from taskroll.online.models import list_models
+
+    counts: dict[str, int] = {}
+    for model in list_models(experiment):
+        if model.trained:
+            counts[model.window] = counts.get(model.window, 0) + 1
+    return counts

@@ -33,6 +33,8 @@ from taskroll.train.trainer import (
     TrainerRM,
 )
 
+from .conftest import trained_per_window
+
 pytestmark = pytest.mark.filterwarnings("ignore::taskroll.errors.DataQualityWarning")
 
 BEGIN = pd.Timestamp("2019-08-01")
@@ -62,14 +64,6 @@ def _days(signals: pd.Series) -> pd.DatetimeIndex:
 def _span(calendar: pd.DatetimeIndex, first: pd.Timestamp, last: pd.Timestamp
           ) -> list[pd.Timestamp]:
     return list(calendar[(calendar >= first) & (calendar <= last)])
-
-
-def _trained_per_window(name: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for model in list_models(name):
-        if model.trained:
-            counts[model.window] = counts.get(model.window, 0) + 1
-    return counts
 
 
 def _with(template: dict[str, Any], alpha: float | None = None,
@@ -119,7 +113,7 @@ def two_alpha(module_settings: Settings, online_market: tuple[Path, pd.DatetimeI
     assert len(chains) == 2
     for days in _chain_days(manager, END).values():
         assert list(days) == _span(online_market[1], FIRST_TEST, END)
-    assert set(_trained_per_window("review_two_alpha_sim").values()) == {1}
+    assert set(trained_per_window("review_two_alpha_sim").values()) == {1}
     return signals
 
 
@@ -133,9 +127,9 @@ def test_two_templates_every_day_both_chains_and_simulate_equals_routines(
     manager = _manager(name, calendar, templates)
     signals = _routines(manager, calendar, seed=3)
     pd.testing.assert_series_equal(signals, two_alpha)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
     # 3 windows per chain up to END (07-01, 07-29, 08-26, 09-23 starts: 4), two chains
-    windows = _trained_per_window(name)
+    windows = trained_per_window(name)
     assert len(windows) % 2 == 0
     for days in _chain_days(manager, END).values():
         assert list(days) == _span(calendar, FIRST_TEST, END)
@@ -158,7 +152,7 @@ def test_two_templates_with_different_test_starts(
     for days in chain_days.values():
         assert days[-1] == END
         assert list(days) == _span(calendar, days[0], END)
-    assert set(_trained_per_window("review_starts_routines").values()) == {1}
+    assert set(trained_per_window("review_starts_routines").values()) == {1}
 
 
 def test_template_starting_after_begin_time_is_served_once_started(
@@ -204,7 +198,7 @@ def test_two_strategies_in_one_manager_equal_their_own_managers(
     assert R.list_recorders("review_pair_a", rtype="list")
     assert R.list_recorders("review_pair_b", rtype="list")
     for name in ("review_pair_a", "review_pair_b"):
-        assert set(_trained_per_window(name).values()) == {1}
+        assert set(trained_per_window(name).values()) == {1}
 
 
 def test_add_strategy_midway_keeps_the_served_history(
@@ -274,7 +268,7 @@ def test_pool_and_delayed_trainers_in_routines_equal_trainer_r(
     manager = _manager(name, calendar, online_template(), trainer=trainer)
     signals = _routines(manager, calendar, seed=7)
     pd.testing.assert_series_equal(signals, reference)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
     # every run is finished and fitted: nothing left half-trained by the online routine
     assert all(model.trained for model in list_models(name))
 
@@ -286,12 +280,12 @@ def test_delay_trainer_rm_simulate_equals_trainer_r(
     manager = _manager(name, online_market[1], online_template(),
                        trainer=DelayTrainerRM(experiment_name=name, task_pool=f"{name}_pool"))
     pd.testing.assert_series_equal(manager.simulate(END), reference)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
     # and the online routine continues after the delayed simulation
     new = manager.routine("2019-10-04")
     assert list(_days(new)) == _span(online_market[1], pd.Timestamp("2019-10-01"),
                                      pd.Timestamp("2019-10-04"))
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
 
 
 # -- 5. odd days ------------------------------------------------------------------------------
@@ -317,7 +311,7 @@ def test_weekend_and_before_begin_routines(
     pd.testing.assert_series_equal(
         manager.get_signals(),
         _manager("review_weekend_sim", calendar, online_template()).simulate(END))
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
 
 
 def test_routine_after_the_calendar_end_twice(
@@ -339,7 +333,7 @@ def test_routine_after_the_calendar_end_twice(
     assert len(manager.routine(after + pd.Timedelta(days=30))) == 0
     pd.testing.assert_series_equal(manager.get_signals(), signals)
     assert {recorder.id for recorder in R.list_recorders(name, rtype="list")} == runs
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
 
 
 # -- 6. a template whose model cannot be fitted -------------------------------------------------
@@ -376,7 +370,7 @@ def test_rebuild_equals_incremental_over_several_windows(
     signals = _routines(manager, calendar, seed=13, end=end, fraction=8).copy()
     assert list(_days(signals)) == _span(calendar, FIRST_TEST, end)
     assert not signals.index.duplicated().any() and signals.notna().all()
-    windows = _trained_per_window(name)
+    windows = trained_per_window(name)
     assert len(windows) >= 7 and set(windows.values()) == {1}
     pd.testing.assert_series_equal(manager.rebuild_signals(end), signals)
     # a rebuild up to an earlier day is the prefix of the history
@@ -406,7 +400,7 @@ def test_pickle_load_then_routine_continues(
     loaded.routine("2019-09-05")
     loaded.routine(END)
     pd.testing.assert_series_equal(loaded.get_signals(), reference)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
     assert [strategy.name_id for strategy in loaded.strategies] == [name]
     # the history of both managers: routines before the save are kept
     assert set(manager.history) <= set(loaded.history)
@@ -444,7 +438,7 @@ def test_data_late_on_a_roll_day_then_arriving(
     manager.routine(END)
     pd.testing.assert_series_equal(manager.get_signals(), reference)
     print("OUTCOME", repr(outcome))
-    assert set(_trained_per_window(name).values()) == {1}, outcome
+    assert set(trained_per_window(name).values()) == {1}, outcome
 
 
 # -- chain labels ------------------------------------------------------------------------------
@@ -505,7 +499,7 @@ def test_delayed_batch_cut_short_then_simulate_again_trains_each_window_once(
     signals = _manager(name, calendar, online_template(),
                        trainer=DelayTrainerR(experiment_name=name)).simulate(end)
     assert _days(signals).max() == end
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
 
 
 # -- the daily job as the CLI runs it: a fresh manager each day, signals from the file ----------
@@ -534,7 +528,7 @@ def test_fresh_manager_each_day_through_the_signal_file(
     written = read_signals(tmp_path)
     assert written is not None
     pd.testing.assert_series_equal(written, reference)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -643,7 +637,7 @@ def test_weekly_step_simulate_equals_routines(
     signals = _routines(manager, calendar, seed=19, end=end, fraction=3)
     pd.testing.assert_series_equal(signals, simulated)
     assert list(_days(signals)) == _span(calendar, FIRST_TEST, end)
-    windows = _trained_per_window("review_weekly_routines")
+    windows = trained_per_window("review_weekly_routines")
     assert len(windows) >= 10 and set(windows.values()) == {1}
     # each window starts on the first trading day of a week
     starts = sorted(model.test_start for model in list_models("review_weekly_routines"))
@@ -681,7 +675,7 @@ def test_fit_failing_on_a_roll_day_then_recovering(
     manager.routine("2019-08-28")
     manager.routine(END)
     pd.testing.assert_series_equal(manager.get_signals(), reference)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
 
 
 # -- simulate continued, begin on a weekend ----------------------------------------------------
@@ -698,7 +692,7 @@ def test_simulate_continued_and_weekend_begin(
     assert {recorder.id for recorder in R.list_recorders(name, rtype="list")} == runs
     signals = manager.simulate(END)
     pd.testing.assert_series_equal(signals, reference)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
 
 
 # -- two chains whose data arrive at different times ----------------------------------------------
@@ -771,7 +765,7 @@ def test_two_strategies_with_different_steps_simulate_equals_routines(
     for days in chain_days.values():
         assert list(days) == _span(calendar, days[0], end)
     for name in ("review_steps_routines_20", "review_steps_routines_w"):
-        assert set(_trained_per_window(name).values()) == {1}
+        assert set(trained_per_window(name).values()) == {1}
 
 
 def test_sliding_windows_simulate_equals_routines(
@@ -788,7 +782,7 @@ def test_sliding_windows_simulate_equals_routines(
     simulated = sliding("review_sliding_sim").simulate(END)
     manager = sliding("review_sliding_routines")
     pd.testing.assert_series_equal(_routines(manager, calendar, seed=29), simulated)
-    assert set(_trained_per_window("review_sliding_routines").values()) == {1}
+    assert set(trained_per_window("review_sliding_routines").values()) == {1}
     pd.testing.assert_series_equal(manager.rebuild_signals(END), simulated)
 
 
@@ -807,4 +801,4 @@ def test_pickle_with_a_pool_trainer_then_routine(
     loaded = pickle.loads(pickle.dumps(loaded))
     loaded.routine(END)
     pd.testing.assert_series_equal(loaded.get_signals(), reference)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}

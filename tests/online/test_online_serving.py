@@ -24,7 +24,7 @@ import pytest
 from taskroll.config import Settings
 from taskroll.data.cache import clear_caches
 from taskroll.online.manager import OnlineManager
-from taskroll.online.models import fail_interrupted_runs, list_models, window_key
+from taskroll.online.models import fail_interrupted_runs, window_key
 from taskroll.online.strategy import RollingStrategy, task_segment
 from taskroll.online.tool import OnlineToolR
 from taskroll.online.update import LabelUpdater, PredUpdater
@@ -34,7 +34,7 @@ from taskroll.train.process import HOST_TAG, PID_START_TAG, PID_TAG, process_tag
 from taskroll.train.recorder import Recorder
 from taskroll.train.trainer import DelayTrainerR, TrainerR, task_train
 
-from .conftest import make_template
+from .conftest import make_template, trained_per_window
 
 pytestmark = pytest.mark.filterwarnings("ignore::taskroll.errors.DataQualityWarning")
 
@@ -52,14 +52,6 @@ def _manager(name: str, calendar: pd.DatetimeIndex, template: dict[str, Any],
 
 def _days(signals: pd.Series) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(signals.index.get_level_values("datetime").unique())
-
-
-def _trained_per_window(name: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for model in list_models(name):
-        if model.trained:
-            counts[model.window] = counts.get(model.window, 0) + 1
-    return counts
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +75,7 @@ def test_gap_between_routines_leaves_no_hole(
     assert list(_days(signals)) == list(expected)
     assert not signals.index.duplicated().any()
     pd.testing.assert_series_equal(signals, simulated)
-    assert set(_trained_per_window("serving_gap").values()) == {1}
+    assert set(trained_per_window("serving_gap").values()) == {1}
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -99,7 +91,7 @@ def test_simulate_equals_routines_with_random_skipped_days(
     for day in [BEGIN, *chosen, END]:
         manager.routine(day)
     pd.testing.assert_series_equal(manager.get_signals(), simulated)
-    assert set(_trained_per_window(name).values()) == {1}
+    assert set(trained_per_window(name).values()) == {1}
 
 
 def test_routine_twice_on_a_day_changes_nothing(
@@ -232,7 +224,7 @@ def test_delayed_simulation_fits_in_one_batch_and_agrees(
     manager = _manager("serving_delay", online_market[1], online_template(),
                        trainer=DelayTrainerR(experiment_name="serving_delay"))
     signals = manager.simulate(END)
-    assert len(batches) == 1 and batches[0] == len(_trained_per_window("serving_delay"))
+    assert len(batches) == 1 and batches[0] == len(trained_per_window("serving_delay"))
     pd.testing.assert_series_equal(signals, simulated)
 
 
