@@ -12,16 +12,11 @@ their ratio come from one run on one machine. Run::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import baseline
 
 
 def measure(instruments: int, repeat: int, windows: tuple[int, ...]) -> dict[str, float]:
@@ -41,25 +36,7 @@ def measure(instruments: int, repeat: int, windows: tuple[int, ...]) -> dict[str
 
 def measure_at(ref: str, instruments: int, repeat: int, windows: tuple[int, ...]) -> dict[str, float]:
     """Run :func:`measure` on a temporary worktree of git ``ref``."""
-    with tempfile.TemporaryDirectory() as folder:
-        tree = Path(folder) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
-                       check=True, capture_output=True)
-        try:
-            code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
-                    "from features import measure; "
-                    "print(json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]), "
-                    "tuple(json.loads(sys.argv[4])))))")
-            environment = {**os.environ, "PYTHONPATH": str(tree / "src")}
-            result = subprocess.run(
-                [sys.executable, "-c", code, str(ROOT / "benchmarks"), str(instruments),
-                 str(repeat), json.dumps(list(windows))],
-                check=True, capture_output=True, text=True, env=environment, cwd=str(tree))
-            measured: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
-            return measured
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                           check=False, capture_output=True)
+    return baseline.measure_at(ref, "features", "measure", [instruments, repeat, list(windows)])
 
 
 def main(argv: list[str] | None = None) -> int:
