@@ -18,8 +18,9 @@ import taskroll
 from taskroll import config
 from taskroll.errors import RecorderError
 from taskroll.train import tracking as recorder_module
-from taskroll.train.experiment import ExperimentManager, RecorderFacade
-from taskroll.train.recorder import Experiment, R, Recorder, call_mlflow
+from taskroll.train.experiment import Experiment, ExperimentManager, R, RecorderFacade
+from taskroll.train.recorder import Recorder
+from taskroll.train.tracking import call_mlflow
 
 
 @pytest.fixture
@@ -244,7 +245,7 @@ def test_call_mlflow_gives_up_after_persistent_locking(monkeypatch: pytest.Monke
 
 _WORKER_SCRIPT = """
 import json, sys
-from taskroll.train.recorder import R
+from taskroll.train.experiment import R
 
 worker, count = int(sys.argv[1]), int(sys.argv[2])
 identifiers = []

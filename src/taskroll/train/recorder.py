@@ -1,20 +1,15 @@
-"""Recorders (MLflow runs) and the one boundary between taskroll and MLflow.
+"""Recorders: MLflow runs (Qlib's ``MLflowRecorder``).
 
 Nothing here is custom storage: experiments are MLflow experiments, recorders are
 MLflow runs, objects are pickled files among the run's artifacts, so a store is
 browsable with the standard UI (``pip install "taskroll[ui]"``, then
 ``mlflow ui --backend-store-uri sqlite:///mlruns.db``). ``R``, ``Experiment`` and
-``ExperimentManager`` live in :mod:`taskroll.train.experiment` and are re-exported here.
+``ExperimentManager`` are imported from :mod:`taskroll.train.experiment`; the
+experiment modules import this one, never the reverse.
 
-Two MLflow behaviours are worked around:
-
-* MLflow's SQL store creates and migrates its schema (alembic) when a process first
-  opens a fresh database, with no inter-process lock: two processes doing so at once
-  fail ("table already exists", half-applied revisions). :func:`open_client` opens
-  each store under a file lock beside the database (``mlruns.db.lock``).
-* SQLite has one writer at a time; writers can still get "database is locked"
-  despite MLflow's busy timeout. :func:`call_mlflow` retries those with backoff and
-  translates every other failure into :class:`~taskroll.errors.RecorderError`.
+The two MLflow behaviours worked around (schema creation racing between processes,
+SQLite lock contention) are handled in :mod:`taskroll.train.tracking`, through which
+every MLflow call here goes.
 
 Recorders in task pools: a pool holds only an inert
 :class:`~taskroll.store.references.RecorderReference` (run id, credential-free URI).
@@ -57,21 +52,6 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from taskroll.train.experiment import Experiment as Experiment
-    from taskroll.train.experiment import ExperimentManager as ExperimentManager
-    from taskroll.train.experiment import R as R
-    from taskroll.train.experiment import RecorderFacade as RecorderFacade
-
-#: Names re-exported lazily from :mod:`taskroll.train.experiment` (it imports this module).
-_FROM_EXPERIMENT = ("R", "Experiment", "ExperimentManager", "RecorderFacade")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_EXPERIMENT:
-        from taskroll.train import experiment
-
-        return getattr(experiment, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 class Recorder:
     """One MLflow run: params, metrics, tags and pickled artifacts (Qlib's ``MLflowRecorder``).
