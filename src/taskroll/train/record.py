@@ -28,6 +28,16 @@ _logger = logging.getLogger(__name__)
 DATE_LEVEL = "datetime"
 
 
+def __getattr__(name: str) -> Any:
+    # PortAnaRecord lives in port_record.py, which imports this module: resolving it lazily
+    # keeps ``taskroll.train.record.PortAnaRecord`` (Qlib's place) without an import circle.
+    if name == "PortAnaRecord":
+        from taskroll.train.port_record import PortAnaRecord
+
+        return PortAnaRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _pearson_by_date(frame: pd.DataFrame, level: str | int) -> pd.Series:
     """Per-date Pearson correlation of columns ``x`` and ``y`` (complete rows only)."""
     grouped = frame.groupby(level=level, sort=True)
