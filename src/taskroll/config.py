@@ -3,9 +3,14 @@
 There is exactly one settings object, :data:`settings`, changed only through
 :func:`init`. Values come from the arguments of :func:`init`, else from the
 environment (``TASKROLL_TASK_URL``, ``TASKROLL_TASK_DB_NAME``,
-``TASKROLL_TRACKING_URI``, ``TASKROLL_LEASE_SECONDS``, ``TASKROLL_MAX_ATTEMPTS``),
-else from defaults that keep everything in the working directory:
-``sqlite:///taskroll.db`` for tasks and ``sqlite:///mlruns.db`` for MLflow.
+``TASKROLL_TRACKING_URI``, ``TASKROLL_LEASE_SECONDS``, ``TASKROLL_MAX_ATTEMPTS``,
+``TASKROLL_PROVIDER_URI``, ``TASKROLL_REGION``), else from defaults that keep everything
+in the working directory: ``sqlite:///taskroll.db`` for tasks and ``sqlite:///mlruns.db``
+for MLflow, and no data folder.
+
+:func:`init` takes Qlib's names where Qlib has them (``provider_uri``, ``region``,
+``mongo={"task_url": ..., "task_db_name": ...}``); an unknown keyword is an error, never
+kept and ignored.
 
 Numbers are checked where they enter: :func:`init` and :class:`taskroll.manage.TaskManager`
 raise :class:`~taskroll.errors.TaskConfigError` naming the setting and the value. A bad
@@ -16,10 +21,11 @@ never breaks ``import taskroll`` or commands that do not need it.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from taskroll.errors import TaskConfigError
@@ -32,6 +38,21 @@ DEFAULT_MAX_ATTEMPTS = 3
 MAX_LEASE_SECONDS = 365 * 24 * 3600.0
 #: Most attempts accepted (a 32-bit signed integer, what every store can count to).
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
+#: Qlib regions accepted by :func:`init`, with the exchange calendar each one makes the
+#: default trading calendar when no data folder is configured.
+REGION_CALENDARS: dict[str, str] = {"cn": "XSHG", "us": "XNYS"}
+#: Keys of Qlib's ``mongo`` setting that :func:`init` understands.
+MONGO_KEYS: tuple[str, ...] = ("task_url", "task_db_name")
+#: What to use instead of ``qlib.init`` keywords taskroll has no equivalent for.
+_QLIB_ONLY_HINTS: dict[str, str] = {
+    "exp_manager": "give the MLflow URI as tracking_uri=... (and artifact_root=...)",
+    "default_exp_name": "name the experiment where you train: task_train(task, experiment_name)",
+    "kernels": "taskroll reads data in-process; start more workers to train in parallel",
+    "expression_cache": "taskroll caches loaded data and features in-process by itself",
+    "dataset_cache": "taskroll caches loaded data and features in-process by itself",
+    "redis_host": "taskroll needs no redis",
+    "redis_port": "taskroll needs no redis",
+}
 
 
 def check_lease_seconds(value: object, name: str = "lease_seconds") -> float:
@@ -97,6 +118,12 @@ class Settings:
             it came from ``TASKROLL_LEASE_SECONDS``; checked when used).
         max_attempts: Failed attempts after which a task is ``failed`` (text when it came
             from ``TASKROLL_MAX_ATTEMPTS``; checked when used).
+        provider_uri: Qlib data folder (Qlib's ``provider_uri``) that handlers without a
+            ``data_loader`` read, and whose ``calendars/day.txt`` is the default trading
+            calendar; ``None``: no data folder (a handler then needs a ``data_loader``).
+        region: Qlib's region, ``"cn"`` or ``"us"`` (``None``: not set). Its one effect:
+            without a data folder, the default trading calendar is the region's exchange
+            calendar (``XSHG``, ``XNYS``) instead of every weekday.
     """
 
     task_url: str | None = None
@@ -105,7 +132,8 @@ class Settings:
     artifact_root: str | None = None
     lease_seconds: float | str = DEFAULT_LEASE_SECONDS
     max_attempts: int | str = DEFAULT_MAX_ATTEMPTS
-    extra: dict[str, object] = field(default_factory=dict)
+    provider_uri: str | None = None
+    region: str | None = None
 
     def resolved_task_url(self) -> str:
         """Return the task store URL, defaulting to ``taskroll.db`` in the working directory."""
@@ -151,6 +179,8 @@ def _from_environment() -> Settings:
         artifact_root=os.environ.get("TASKROLL_ARTIFACT_ROOT") or None,
         lease_seconds=lease or DEFAULT_LEASE_SECONDS,
         max_attempts=attempts or DEFAULT_MAX_ATTEMPTS,
+        provider_uri=os.environ.get("TASKROLL_PROVIDER_URI") or None,
+        region=os.environ.get("TASKROLL_REGION") or None,
     )
 
 
@@ -174,13 +204,16 @@ def init(
     max_attempts: int | None = None,
     allowed_modules: Iterable[str] | str | None = None,
     allowed_tracking_uris: Iterable[str] | str | None = None,
-    **extra: object,
+    provider_uri: str | os.PathLike[str] | Mapping[str, str] | None = None,
+    region: str | None = None,
+    mongo: Mapping[str, str] | None = None,
+    **unknown: object,
 ) -> Settings:
-    """Set where tasks and experiments are stored (like ``qlib.init(mongo={...})``).
+    """Set where tasks, experiments and data are (like ``qlib.init(provider_uri=..., mongo={...})``).
 
     Arguments left ``None`` keep their current value (environment or default).
     Environment variables are exported too, so worker processes started
-    afterwards (``force_release``, ``taskroll worker``) see the same stores.
+    afterwards (``force_release``, ``taskroll worker``) see the same stores and data.
 
     Args:
         task_url: Task store URL (``sqlite:///...``, ``mongodb://...``, ``postgresql://...``).
@@ -196,21 +229,39 @@ def init(
         allowed_tracking_uris: Tracking URIs, besides ``tracking_uri``, whose recorder
             references read from a pool may be opened. Exported as
             ``TASKROLL_ALLOWED_TRACKING_URIS``.
-        **extra: Kept in ``Settings.extra`` for extensions.
+        provider_uri: A Qlib data folder (Qlib's name; ``~`` is expanded; Qlib's
+            ``{"day": folder}`` form is accepted too), read by handlers
+            without a ``data_loader`` and giving the default trading calendar. Exported as
+            ``TASKROLL_PROVIDER_URI``.
+        region: Qlib's region, ``"cn"`` or ``"us"``; it only chooses the default trading
+            calendar when no data folder is configured (``XSHG`` / ``XNYS``). Exported as
+            ``TASKROLL_REGION``.
+        mongo: Qlib's task store setting, ``{"task_url": ..., "task_db_name": ...}``; the same
+            as the two arguments of those names.
+        **unknown: Refused: any other keyword raises :class:`TaskConfigError`.
 
     Returns:
         The new settings.
 
     Raises:
-        TaskConfigError: When ``lease_seconds`` or ``max_attempts`` is out of range, or
-            an allowlist is empty (nothing is changed then).
+        TaskConfigError: When ``lease_seconds`` or ``max_attempts`` is out of range, an
+            allowlist is empty, ``provider_uri`` is not a folder with ``calendars/day.txt``,
+            ``region`` is not ``"cn"``/``"us"``, ``mongo`` has an unknown key or disagrees
+            with ``task_url``/``task_db_name``, or a keyword is unknown (nothing is changed
+            then).
     """
+    if unknown:
+        raise TaskConfigError(_unknown_keywords(sorted(unknown)))
+    task_url, task_db_name = _merge_mongo(mongo, task_url, task_db_name)
     modules = None if allowed_modules is None else _joined(allowed_modules)
     tracking_uris = None if allowed_tracking_uris is None else _joined(allowed_tracking_uris)
     if lease_seconds is not None:
         lease_seconds = check_lease_seconds(lease_seconds)
     if max_attempts is not None:
         max_attempts = check_max_attempts(max_attempts)
+    provider = None if provider_uri is None else check_provider_uri(provider_uri)
+    if region is not None:
+        region = check_region(region)
     current = _SettingsHolder.current
     updated = replace(
         current,
@@ -220,7 +271,8 @@ def init(
         artifact_root=artifact_root if artifact_root is not None else current.artifact_root,
         lease_seconds=lease_seconds if lease_seconds is not None else current.lease_seconds,
         max_attempts=max_attempts if max_attempts is not None else current.max_attempts,
-        extra={**current.extra, **extra},
+        provider_uri=provider if provider is not None else current.provider_uri,
+        region=region if region is not None else current.region,
     )
     _SettingsHolder.current = updated
     exported = {
@@ -230,6 +282,8 @@ def init(
         "TASKROLL_ARTIFACT_ROOT": updated.artifact_root,
         "TASKROLL_LEASE_SECONDS": str(updated.lease_seconds),
         "TASKROLL_MAX_ATTEMPTS": str(updated.max_attempts),
+        "TASKROLL_PROVIDER_URI": updated.provider_uri,
+        "TASKROLL_REGION": updated.region,
     }
     if modules is not None:
         exported["TASKROLL_ALLOWED_MODULES"] = modules
@@ -240,6 +294,97 @@ def init(
         if value:
             os.environ[name] = value
     return updated
+
+
+_INIT_KEYWORDS: tuple[str, ...] = (
+    "task_url", "task_db_name", "tracking_uri", "artifact_root", "lease_seconds",
+    "max_attempts", "allowed_modules", "allowed_tracking_uris", "provider_uri", "region",
+    "mongo")
+
+
+def _unknown_keywords(names: list[str]) -> str:
+    """The message for keywords :func:`init` does not take: each with a hint or the closest."""
+    parts = []
+    for name in names:
+        if name in _QLIB_ONLY_HINTS:
+            parts.append(f"{name!r} (a qlib.init keyword taskroll does not take: "
+                         f"{_QLIB_ONLY_HINTS[name]})")
+            continue
+        closest = difflib.get_close_matches(name, _INIT_KEYWORDS, n=1, cutoff=0.5)
+        parts.append(f"{name!r}" + (f" (did you mean {closest[0]!r}?)" if closest else ""))
+    return (f"init() got unknown keyword(s) {', '.join(parts)}; it takes "
+            f"{', '.join(_INIT_KEYWORDS)}")
+
+
+def _merge_mongo(mongo: Mapping[str, str] | None, task_url: str | None,
+                 task_db_name: str | None) -> tuple[str | None, str | None]:
+    """Fold Qlib's ``mongo={"task_url", "task_db_name"}`` into the two arguments.
+
+    Raises:
+        TaskConfigError: When ``mongo`` is not a mapping of those keys to text, or a value
+            differs from the argument of the same name.
+    """
+    if mongo is None:
+        return task_url, task_db_name
+    if not isinstance(mongo, Mapping):
+        raise TaskConfigError(f"mongo must be a dict like {{'task_url': 'mongodb://...', "
+                              f"'task_db_name': 'rolling_db'}}, got {mongo!r}")
+    unknown = sorted(set(map(str, mongo)) - set(MONGO_KEYS))
+    if unknown:
+        raise TaskConfigError(f"mongo: unknown key(s) {unknown}; it takes {list(MONGO_KEYS)}")
+    given = {"task_url": task_url, "task_db_name": task_db_name}
+    for name in MONGO_KEYS:
+        value = mongo.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise TaskConfigError(f"mongo[{name!r}] must be non-empty text, got {value!r}")
+        if given[name] is not None and given[name] != value:
+            raise TaskConfigError(f"{name} is given twice with different values: "
+                                  f"{given[name]!r} and mongo[{name!r}]={value!r}")
+        given[name] = value
+    return given["task_url"], given["task_db_name"]
+
+
+def check_provider_uri(provider_uri: object) -> str:
+    """Return a Qlib data folder as an absolute path, or raise saying what is wrong.
+
+    Args:
+        provider_uri: A folder path (``~`` is expanded), or Qlib's per-frequency form
+            ``{"day": path}`` (only daily data is read).
+
+    Raises:
+        TaskConfigError: When it is not a path, does not exist, or has no
+            ``calendars/day.txt``.
+    """
+    if isinstance(provider_uri, Mapping):
+        if set(provider_uri) != {"day"}:
+            raise TaskConfigError(f"provider_uri: only daily data is read, so a dict needs "
+                                  f"exactly the key 'day', got {sorted(map(str, provider_uri))}")
+        provider_uri = provider_uri["day"]
+    if not isinstance(provider_uri, (str, os.PathLike)) or not str(provider_uri):
+        raise TaskConfigError(f"provider_uri must be a Qlib data folder path, got "
+                              f"{provider_uri!r}")
+    folder = Path(provider_uri).expanduser().resolve()
+    if not folder.is_dir():
+        raise TaskConfigError(f"provider_uri {str(provider_uri)!r}: folder {folder} does not "
+                              "exist")
+    if not (folder / "calendars" / "day.txt").is_file():
+        raise TaskConfigError(f"provider_uri {str(provider_uri)!r}: {folder} is not a Qlib data "
+                              "folder (calendars/day.txt is missing)")
+    return str(folder)
+
+
+def check_region(region: object, name: str = "region") -> str:
+    """Return ``region`` as ``"cn"`` or ``"us"``, or raise naming ``name``.
+
+    Raises:
+        TaskConfigError: For any other value.
+    """
+    if not isinstance(region, str) or region.lower() not in REGION_CALENDARS:
+        raise TaskConfigError(f"{name} must be one of {sorted(REGION_CALENDARS)} (Qlib's "
+                              f"REG_CN / REG_US), got {region!r}")
+    return region.lower()
 
 
 def _joined(values: Iterable[str] | str) -> str:

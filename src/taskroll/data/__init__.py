@@ -1,4 +1,5 @@
-"""Reference data: a synthetic market, panel loaders, Alpha158 features, handlers, datasets.
+"""Reference data: a synthetic market, panel loaders (files, Qlib data folders), Alpha158
+features, handlers, datasets.
 
 Task cfgs name the classes by their modules, e.g. ``taskroll.data.dataset.DatasetH``,
 ``taskroll.data.handler.Alpha158``, ``taskroll.data.loader.FileLoader``.
@@ -33,6 +34,13 @@ from taskroll.data.processors import (
     RobustZScoreNorm,
     ZScoreNorm,
 )
+from taskroll.data.qlib_data import (
+    QlibDataLoader,
+    read_qlib_calendar,
+    read_qlib_feature,
+    read_qlib_instruments,
+)
+from taskroll.data.qlib_writer import write_qlib_data
 from taskroll.data.quality import DataQualityReport, clean_bars
 from taskroll.data.synthetic import SyntheticMarket, generate_market, trading_calendar
 
@@ -52,6 +60,7 @@ __all__ = [
     "Fillna",
     "ProcessInf",
     "Processor",
+    "QlibDataLoader",
     "RobustZScoreNorm",
     "StaticLoader",
     "SyntheticLoader",
@@ -65,6 +74,10 @@ __all__ = [
     "fetch_df_by_col",
     "generate_market",
     "load_panel",
+    "read_qlib_calendar",
+    "read_qlib_feature",
+    "read_qlib_instruments",
     "trading_calendar",
     "validate_panel",
+    "write_qlib_data",
 ]

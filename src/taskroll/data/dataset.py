@@ -20,6 +20,7 @@ import pandas as pd
 from taskroll.data.handler import DataHandlerLP
 from taskroll.errors import TaskConfigError
 from taskroll.task.spec import init_instance_by_config
+from taskroll.task.utils import is_handler_cache_uri, load_cached_handler
 
 
 def _check_segments(segments: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -48,7 +49,10 @@ class DatasetH:
     """A dataset served by a data handler, split into named segments.
 
     Args:
-        handler: A :class:`~taskroll.data.handler.DataHandlerLP` or its cfg.
+        handler: A :class:`~taskroll.data.handler.DataHandlerLP`, its cfg, or the
+            ``file://`` URI of a handler cached by
+            :func:`taskroll.task.utils.replace_task_handler_with_cache` (loaded only from a
+            private file of this user: see :func:`taskroll.task.utils.load_cached_handler`).
         segments: Map of segment name to an inclusive ``(start, end)`` pair of dates
             (strings, Timestamps, or ``None`` for open ends).
         fetch_kwargs: Extra keyword arguments passed to ``handler.fetch`` on every prepare.
@@ -59,8 +63,11 @@ class DatasetH:
 
     def __init__(self, handler: Any, segments: Mapping[str, Any],
                  fetch_kwargs: Mapping[str, Any] | None = None) -> None:
-        built = init_instance_by_config(handler, default_module="taskroll.data.handler",
-                                        accept_types=DataHandlerLP, where="dataset.handler")
+        if is_handler_cache_uri(handler):
+            built = load_cached_handler(handler)
+        else:
+            built = init_instance_by_config(handler, default_module="taskroll.data.handler",
+                                            accept_types=DataHandlerLP, where="dataset.handler")
         if not isinstance(built, DataHandlerLP):
             raise TaskConfigError(f"dataset.handler: expected a data handler, got "
                                   f"{type(built).__name__}")

@@ -28,14 +28,16 @@ from typing import Any
 
 import pandas as pd
 
+from taskroll.config import get_settings
 from taskroll.data.features import (
     DEFAULT_WINDOWS,
     LABEL_HORIZON,
     REQUIRED_COLUMNS,
     cached_alpha158,
 )
-from taskroll.data.loader import DataLoader, SyntheticLoader, slice_panel
+from taskroll.data.loader import DataLoader, slice_panel
 from taskroll.data.processors import CSZScoreNorm, DropnaLabel, Processor
+from taskroll.data.qlib_data import NO_DATA_HINT, QlibDataLoader
 from taskroll.data.quality import DataQualityReport
 from taskroll.errors import DataError, TaskConfigError
 from taskroll.task.spec import init_instance_by_config
@@ -127,6 +129,7 @@ class DataHandlerLP:
         self.fit_start_time = _timestamp(fit_start_time, "fit_start_time")
         self.fit_end_time = _timestamp(fit_end_time, "fit_end_time")
         self.process_type = process_type
+        self._loader_from_provider = data_loader is None
         self.data_loader: DataLoader = self._build_loader(data_loader)
         self.infer_processors = [self._build_processor(cfg, f"infer_processors[{index}]")
                                  for index, cfg in enumerate(infer_processors)]
@@ -259,6 +262,11 @@ class DataHandlerLP:
         for name, value in kwargs.items():
             if name == "instruments":
                 self.instruments = value
+                if (getattr(self, "_loader_from_provider", False)
+                        and isinstance(self.data_loader, QlibDataLoader)):
+                    # its universe was this handler's instruments
+                    self.data_loader = QlibDataLoader(self.data_loader.provider_uri,
+                                                      self.data_loader.freq, universe=value)
             elif name in ("start_time", "end_time", "fit_start_time", "fit_end_time"):
                 setattr(self, name, _timestamp(value, name))
             else:
@@ -348,7 +356,12 @@ class Alpha158(DataHandlerLP):
         end_time: Last date served (inclusive).
         fit_start_time: First date of the processors' fit range.
         fit_end_time: Last date of the processors' fit range.
-        data_loader: A bar loader or its cfg (default: ``SyntheticLoader()``).
+        data_loader: A bar loader or its cfg. Without one, the Qlib data folder of
+            ``taskroll.init(provider_uri=...)`` is read (a
+            :class:`~taskroll.data.qlib_data.QlibDataLoader` of ``instruments``); with no
+            folder configured either, :class:`~taskroll.errors.DataError` says how to point
+            taskroll at data (there is no silent synthetic default: pass
+            ``{"class": "SyntheticLoader"}`` for demos).
         infer_processors: Default none, as Qlib (features keep their NaN; LightGBM
             handles them, :class:`~taskroll.models.linear.LinearModel` counts them as 0).
             ``[ProcessInf(), CSZScoreNorm("feature"), Fillna("feature")]`` suits linear
@@ -365,7 +378,8 @@ class Alpha158(DataHandlerLP):
 
     Raises:
         TaskConfigError: For malformed cfgs or dates.
-        DataError: When the bars cannot be loaded or lack a required column.
+        DataError: When there is no data source (no ``data_loader``, no configured data
+            folder), or the bars cannot be loaded or lack a required column.
     """
 
     LABEL_HORIZON = LABEL_HORIZON
@@ -394,7 +408,10 @@ class Alpha158(DataHandlerLP):
                          init_data)
 
     def _default_loader(self) -> DataLoader:
-        return SyntheticLoader()
+        provider = get_settings().provider_uri
+        if not provider:
+            raise DataError(f"{type(self).__name__} has no data source: {NO_DATA_HINT}")
+        return QlibDataLoader(provider, universe=self.instruments)
 
     @property
     def label_horizon(self) -> int | None:
@@ -418,7 +435,7 @@ class Alpha158(DataHandlerLP):
 
         features = cached_alpha158(loader.cache_key, bars, self.windows, self.rolling_operators,
                                    self._label_horizon)
-        frame = slice_panel(features, self.instruments, self.start_time, self.end_time)
+        frame = loader.select(features, self.instruments, self.start_time, self.end_time)
         if frame.empty:
             dates = features.index.get_level_values(0)
             span = (f"{dates.min().date()}..{dates.max().date()}" if len(dates) else "nothing")

@@ -235,7 +235,30 @@ class DataLoader(ABC):
         Raises:
             DataError: When the data cannot be loaded.
         """
-        return slice_panel(self.load_all(), instruments, start_time, end_time)
+        return self.select(self.load_all(), instruments, start_time, end_time)
+
+    def select(self, frame: pd.DataFrame, instruments: Any = "all", start_time: Any = None,
+               end_time: Any = None) -> pd.DataFrame:
+        """Return the rows of ``frame`` (this loader's panel, or values computed from it) for
+        ``instruments`` between the two dates (inclusive).
+
+        Handlers call it to cut what they computed on the whole history (e.g. Alpha158
+        features), so a loader that knows markets (``"csi300"``) can apply them; this one
+        reads ``instruments`` as :func:`slice_panel` does.
+
+        Args:
+            frame: A panel indexed by ``(datetime, instrument)``, sorted by date.
+            instruments: ``"all"`` or a list of instrument names.
+            start_time: First date (inclusive) or ``None``.
+            end_time: Last date (inclusive) or ``None``.
+
+        Returns:
+            The selected rows.
+
+        Raises:
+            DataError: When the instruments cannot be resolved.
+        """
+        return slice_panel(frame, instruments, start_time, end_time)
 
     def calendar(self) -> pd.DatetimeIndex:
         """Return the sorted distinct dates of the panel."""

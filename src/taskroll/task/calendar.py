@@ -2,8 +2,9 @@
 
 A calendar is a sorted, unique, tz-naive :class:`pandas.DatetimeIndex` of days at
 midnight. :func:`load_calendar` builds one from the dataset's own dates, a file or an
-``exchange_calendars`` name; :class:`TimeAdjuster` reproduces Qlib's
-``qlib.workflow.task.utils.TimeAdjuster`` on top of it, without a data provider.
+``exchange_calendars`` name; :func:`default_calendar` is the one used when none is
+given (the configured Qlib data folder's, as in Qlib). :class:`TimeAdjuster` reproduces
+Qlib's ``qlib.workflow.task.utils.TimeAdjuster`` on top of it, without Qlib.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TypeAlias, overload
 import numpy as np
 import pandas as pd
 
+from taskroll.config import REGION_CALENDARS, check_region, get_settings
 from taskroll.errors import CalendarError, TaskConfigError
 
 DateLike: TypeAlias = str | dt.date | dt.datetime | pd.Timestamp | np.datetime64
@@ -114,6 +116,34 @@ def weekday_calendar(start: DateLike = DEFAULT_CALENDAR_START,
     if len(days) == 0:
         raise CalendarError(f"weekday_calendar: no weekday between {start} and {end}")
     return _finalise(days, "weekday_calendar", None, None)
+
+
+def default_calendar() -> pd.DatetimeIndex:
+    """Return the trading calendar used when none is given (``TimeAdjuster(None)``).
+
+    In order: the configured Qlib data folder's ``calendars/day.txt``
+    (``taskroll.init(provider_uri=...)``, as Qlib's calendar comes from its data); else the
+    exchange calendar of the configured ``region`` (``XSHG`` for ``"cn"``, ``XNYS`` for
+    ``"us"``); else every weekday 2000-01-01..2035-12-31.
+
+    Raises:
+        CalendarError: When the data folder's calendar is missing or unreadable, or the
+            configured region is not ``"cn"``/``"us"``.
+    """
+    settings = get_settings()
+    if settings.provider_uri:
+        path = Path(settings.provider_uri).expanduser() / "calendars" / "day.txt"
+        if not path.is_file():
+            raise CalendarError(f"the configured Qlib data folder {settings.provider_uri} has no "
+                                "calendars/day.txt")
+        return load_calendar(path)
+    if settings.region:
+        try:
+            region = check_region(settings.region, "TASKROLL_REGION")
+        except TaskConfigError as error:
+            raise CalendarError(str(error)) from error
+        return load_calendar(REGION_CALENDARS[region])
+    return weekday_calendar()
 
 
 def _column_dates(frame: pd.DataFrame, what: str) -> pd.Index:
@@ -279,7 +309,9 @@ class TimeAdjuster:
 
     Args:
         calendar: A ``TimeAdjuster`` (its days are shared), or any :func:`load_calendar`
-            source; ``None`` gives a weekday calendar 2000-01-01..2035-12-31.
+            source; ``None`` gives :func:`default_calendar` (the configured Qlib data
+            folder's calendar, else the region's exchange calendar, else a weekday calendar
+            2000-01-01..2035-12-31).
         future: Qlib's flag for including days after the last data day. Here
             ``False`` drops the days after today; ``True`` (default) keeps them.
         end_time: Optional last day kept (see :meth:`set_end_time`).
@@ -296,7 +328,7 @@ class TimeAdjuster:
         if isinstance(calendar, TimeAdjuster):
             full = calendar._full_cals
         elif calendar is None:
-            full = weekday_calendar()
+            full = default_calendar()
         else:
             full = load_calendar(calendar)
         if not future:
