@@ -1,7 +1,8 @@
-"""A linear model in pure numpy: closed-form ridge or ordinary least squares."""
+"""A linear model in numpy: ordinary, non-negative (scipy), ridge or lasso least squares."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -19,35 +20,69 @@ from taskroll.models.base import (
 
 
 class LinearModel(Model):
-    """Linear regression of the label on the features (Qlib's ``LinearModel``).
+    """Linear regression of the label on the features (Qlib's ``LinearModel``, same arguments).
 
-    Solves ``min_w sum_i s_i (y_i - b - x_i w)^2 + alpha |w|^2`` in closed form
-    (``s_i`` the reweighter's weights, 1 by default; the intercept ``b`` is not
-    penalised). A missing or infinite feature counts as 0 in training and prediction
-    (the cross-sectional mean after per-day z-scoring); rows are dropped only for a
-    missing label, as Qlib's default processors do. ``"ols"`` is the same with
-    ``alpha = 0`` (least squares via ``numpy.linalg.lstsq``, so collinear features are
-    fine).
+    The estimators mean what they mean in Qlib (which uses scikit-learn; this is numpy,
+    and scipy for ``nnls``), with ``s_i`` the reweighter's weights (1 by default):
+
+    * ``"ols"``: ``min_w sum_i s_i (y_i - b - x_i w)^2`` (least squares via
+      ``numpy.linalg.lstsq``, so collinear features are fine);
+    * ``"nnls"``: the same with every ``w >= 0``; as Qlib, the intercept is one more
+      non-negative coefficient on a column of ones (weights are supported, Qlib
+      refuses them);
+    * ``"ridge"``: ``min_w sum_i s_i (y_i - b - x_i w)^2 + alpha |w|_2^2`` (closed form);
+    * ``"lasso"``: ``min_w sum_i s_i (y_i - b - x_i w)^2 / (2 sum_i s_i) + alpha |w|_1``
+      (scikit-learn's scaling; coordinate descent to convergence).
+
+    The intercept ``b`` is never penalised. A missing or infinite feature counts as 0 in
+    training and prediction (the cross-sectional mean after per-day z-scoring); rows are
+    dropped only for a missing label, as Qlib's default processors do (Qlib's model
+    itself drops rows with any missing value).
+
+    Defaults differ from Qlib's (ordinary least squares, ``alpha=0``, no intercept): a
+    task naming ``qlib.contrib.model.linear`` gets Qlib's defaults when Qlib is not
+    installed (see :mod:`taskroll.task.qlib_names`).
 
     Args:
-        estimator: ``"ridge"`` or ``"ols"``.
-        alpha: Ridge penalty (ignored by ``"ols"``).
+        estimator: ``"ridge"``, ``"ols"``, ``"nnls"`` or ``"lasso"``.
+        alpha: The ridge or lasso penalty; ``None`` gives 1.0 for those and 0 for the
+            others. As Qlib, a non-zero ``alpha`` with ``"ols"`` or ``"nnls"`` is refused.
         fit_intercept: Fit an intercept.
         include_valid: Also train on the ``valid`` segment when present.
 
     Raises:
-        TaskConfigError: For an unknown estimator or a negative ``alpha``.
+        TaskConfigError: For an unknown estimator, a negative ``alpha`` or one the
+            estimator has no use for, non-boolean flags, or ``"nnls"`` without scipy.
     """
 
-    ESTIMATORS = ("ridge", "ols")
+    OLS = "ols"
+    NNLS = "nnls"
+    RIDGE = "ridge"
+    LASSO = "lasso"
+    ESTIMATORS = (RIDGE, OLS, NNLS, LASSO)
+    #: Coordinate descent stops when no coefficient moves by more than this (relative).
+    LASSO_TOLERANCE = 1e-10
+    LASSO_MAX_SWEEPS = 10_000
 
-    def __init__(self, estimator: str = "ridge", alpha: float = 1.0, fit_intercept: bool = True,
-                 include_valid: bool = False) -> None:
+    def __init__(self, estimator: str = "ridge", alpha: float | None = None,
+                 fit_intercept: bool = True, include_valid: bool = False) -> None:
         if estimator not in self.ESTIMATORS:
             raise TaskConfigError(f"LinearModel estimator must be one of {self.ESTIMATORS}, "
                                   f"got {estimator!r}")
-        if alpha < 0:
-            raise TaskConfigError(f"LinearModel alpha must be >= 0, got {alpha}")
+        penalised = estimator in (self.RIDGE, self.LASSO)
+        if alpha is None:
+            alpha = 1.0 if penalised else 0.0
+        if (isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating))
+                or not alpha >= 0):
+            raise TaskConfigError(f"LinearModel alpha must be a number >= 0, got {alpha!r}")
+        if alpha != 0 and not penalised:
+            raise TaskConfigError(f"LinearModel alpha={alpha} has no meaning for estimator "
+                                  f"{estimator!r} (as Qlib: only 'ridge' and 'lasso' take one)")
+        for name, flag in (("fit_intercept", fit_intercept), ("include_valid", include_valid)):
+            if not isinstance(flag, bool):
+                raise TaskConfigError(f"LinearModel {name} must be true or false, got {flag!r}")
+        if estimator == self.NNLS and importlib.util.find_spec("scipy") is None:
+            raise TaskConfigError("LinearModel estimator 'nnls' needs scipy: pip install scipy")
         self.estimator = estimator
         self.alpha = float(alpha)
         self.fit_intercept = fit_intercept
@@ -76,6 +111,8 @@ class LinearModel(Model):
                weights: np.ndarray | None) -> tuple[np.ndarray, float]:
         if weights is None:
             weights = np.ones(len(label))
+        if self.estimator == self.NNLS:
+            return _nnls(features, label, weights, self.fit_intercept)
         total = weights.sum()
         if self.fit_intercept:
             x_mean = weights @ features / total
@@ -85,7 +122,10 @@ class LinearModel(Model):
         root = np.sqrt(weights)[:, None]
         x_centred = (features - x_mean) * root
         y_centred = (label - y_mean) * root[:, 0]
-        if self.estimator == "ols" or self.alpha == 0:
+        if self.estimator == self.LASSO and self.alpha > 0:
+            coef = _lasso(x_centred.T @ x_centred / total, x_centred.T @ y_centred / total,
+                          self.alpha, self.LASSO_TOLERANCE, self.LASSO_MAX_SWEEPS)
+        elif self.alpha == 0:
             coef = np.linalg.lstsq(x_centred, y_centred, rcond=None)[0]
         else:
             gram = x_centred.T @ x_centred + self.alpha * np.eye(features.shape[1])
@@ -122,3 +162,41 @@ def _row_products(values: np.ndarray, coef: np.ndarray, intercept: float) -> np.
     for column, weight in enumerate(coef):
         total += values[:, column] * weight
     return total
+
+
+def _nnls(features: np.ndarray, label: np.ndarray, weights: np.ndarray,
+          fit_intercept: bool) -> tuple[np.ndarray, float]:
+    """Non-negative least squares; the intercept, as in Qlib, is a non-negative coefficient."""
+    from scipy.optimize import nnls
+
+    if fit_intercept:
+        features = np.column_stack([features, np.ones(len(features))])
+    root = np.sqrt(weights)
+    coef = np.asarray(nnls(features * root[:, None], label * root)[0], dtype=np.float64)
+    if fit_intercept:
+        return coef[:-1], float(coef[-1])
+    return coef, 0.0
+
+
+def _lasso(gram: np.ndarray, correlation: np.ndarray, alpha: float, tolerance: float,
+           max_sweeps: int) -> np.ndarray:
+    """Minimise ``w'Gw/2 - c'w + alpha |w|_1`` by cyclic coordinate descent.
+
+    With ``G = X'SX / sum(s)`` and ``c = X'Sy / sum(s)`` (centred data) this is
+    scikit-learn's lasso objective up to a constant. A column without variance keeps a
+    zero coefficient.
+    """
+    coef = np.zeros(len(correlation))
+    diagonal = np.diag(gram)
+    for _ in range(max_sweeps):
+        largest_step = 0.0
+        for column in range(len(coef)):
+            if diagonal[column] <= 0:
+                continue
+            partial = correlation[column] - gram[column] @ coef + diagonal[column] * coef[column]
+            new = np.sign(partial) * max(abs(partial) - alpha, 0.0) / diagonal[column]
+            largest_step = max(largest_step, abs(new - coef[column]))
+            coef[column] = new
+        if largest_step <= tolerance * max(1.0, float(np.abs(coef).max())):
+            break
+    return coef

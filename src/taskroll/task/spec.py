@@ -17,6 +17,10 @@ Limits, so that a hostile pool cannot crash or take over a worker:
   the package and everything under it; one without matches that module and its
   submodules. Unset means everything is allowed. A disallowed or malformed module
   path raises :class:`~taskroll.errors.TaskConfigError` before anything is imported.
+* Qlib's names: a cfg naming a Qlib module (``qlib.contrib.model.gbdt``,
+  ``qlib.workflow.record_temp``, ...) while Qlib is not installed builds the taskroll
+  class that stands in for it, with Qlib's defaults (see :mod:`taskroll.task.qlib_names`,
+  which also says how the allowlist applies); with Qlib installed, Qlib's class is used.
 * Identity: non-finite floats have the tagged canonical form
   ``{"__taskroll__": "float", "value": "nan"}`` (``"inf"``, ``"-inf"``), so ``nan`` and
   the string ``"nan"`` get different task ids; dicts may not use the key
@@ -27,16 +31,20 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import difflib
 import hashlib
 import importlib
+import inspect
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
 from taskroll.errors import TaskConfigError
+from taskroll.task import qlib_names
 
 #: Deepest nesting of dicts, lists and tuples accepted in a task definition or cfg.
 MAX_DEPTH = 100
@@ -44,6 +52,8 @@ MAX_DEPTH = 100
 ALLOWED_MODULES_ENVIRONMENT = "TASKROLL_ALLOWED_MODULES"
 #: Key reserved for tagged values (shared with :mod:`taskroll.store.codec`).
 RESERVED_KEY = "__taskroll__"
+#: A placeholder string: ``<NAME>`` or a path into the task, ``<dataset.kwargs.segments.train.0>``.
+_PLACEHOLDER = re.compile(r"<(?P<path>[^<>]+)>")
 
 
 class _AllowedModules:
@@ -93,6 +103,16 @@ def _is_module_path(module_path: str) -> bool:
     return bool(module_path) and all(part.isidentifier() for part in module_path.split("."))
 
 
+def _not_allowed(module_path: str, where: str, stand_in: str = "") -> TaskConfigError:
+    source = ("set_allowed_modules()" if _AllowedModules.prefixes is not None
+              else ALLOWED_MODULES_ENVIRONMENT)
+    served = f" (nor {stand_in!r}, which serves it while Qlib is not installed)" if stand_in else ""
+    return TaskConfigError(
+        f"{where}: module {module_path!r}{served} is not allowed by {source} "
+        f"(allowed prefixes: {', '.join(allowed_modules() or ())}); add its prefix there "
+        "if you trust it")
+
+
 def _import_module(module_path: Any, where: str, named_by_config: bool = True) -> ModuleType:
     if isinstance(module_path, ModuleType):
         return module_path
@@ -101,12 +121,7 @@ def _import_module(module_path: Any, where: str, named_by_config: bool = True) -
                               "(dotted Python identifiers, e.g. 'taskroll.models.linear')")
     # the allowlist restricts what a task names; a default module is chosen by the program
     if named_by_config and not is_module_allowed(module_path):
-        source = ("set_allowed_modules()" if _AllowedModules.prefixes is not None
-                  else ALLOWED_MODULES_ENVIRONMENT)
-        raise TaskConfigError(
-            f"{where}: module {module_path!r} is not allowed by {source} "
-            f"(allowed prefixes: {', '.join(allowed_modules() or ())}); add its prefix there "
-            "if you trust it")
+        raise _not_allowed(module_path, where)
     try:
         return importlib.import_module(module_path)
     except Exception as error:  # ImportError, or any error raised by the module's own code
@@ -138,9 +153,29 @@ def check_depth(value: Any, where: str = "task", limit: int = MAX_DEPTH) -> None
         pending.extend((child, depth + 1) for child in children)
 
 
+def _qlib_stand_in(module_path: Any, name: str, where: str,
+                   named_by_config: bool) -> tuple[Any, dict[str, Any]] | None:
+    """``(taskroll class, Qlib's defaults)`` serving Qlib's ``module_path.name``, or ``None``
+    when the name is not Qlib's or Qlib is importable (see :mod:`taskroll.task.qlib_names`)."""
+    if not isinstance(module_path, str) or not _is_module_path(module_path):
+        return None
+    entry = qlib_names.stand_in(module_path, name, where)
+    if entry is None:
+        return None
+    # allowed when the allowlist admits the Qlib name written or the taskroll module run
+    if named_by_config and not (is_module_allowed(module_path)
+                                or is_module_allowed(entry.module)):
+        raise _not_allowed(module_path, where, entry.module)
+    return qlib_names.load(module_path, name, entry, where), dict(entry.defaults)
+
+
 def get_callable_by_config(config: Any, default_module: str | ModuleType | None = None,
                            where: str = "config") -> tuple[Any, dict[str, Any]]:
     """Resolve a cfg into ``(class_or_callable, kwargs)`` without calling it.
+
+    A Qlib name (``qlib.contrib.model.gbdt`` ``LGBModel``, ...) resolves to the taskroll
+    class standing in for it while Qlib is not installed, its kwargs put over Qlib's
+    defaults (see :mod:`taskroll.task.qlib_names`).
 
     Args:
         config: A cfg dict, a ``"module.Name"`` string, or a class/callable.
@@ -151,7 +186,8 @@ def get_callable_by_config(config: Any, default_module: str | ModuleType | None 
         The class (or callable) and a copy of its kwargs.
 
     Raises:
-        TaskConfigError: When the cfg is malformed or names something that does not exist.
+        TaskConfigError: When the cfg is malformed, names something that does not exist,
+            a module the allowlist does not admit, or a Qlib name taskroll cannot serve.
     """
     if isinstance(config, Mapping):
         if "class" not in config:
@@ -170,6 +206,9 @@ def get_callable_by_config(config: Any, default_module: str | ModuleType | None 
                 raise TaskConfigError(f"{where}: 'module_path' is missing for class {name!r}")
             module_path, name = name.rsplit(".", 1)
             named_by_config = True
+        served = _qlib_stand_in(module_path, name, where, named_by_config)
+        if served is not None:
+            return served[0], {**served[1], **kwargs}
         module = _import_module(module_path, where, named_by_config)
         try:
             return getattr(module, name), dict(kwargs)
@@ -180,6 +219,9 @@ def get_callable_by_config(config: Any, default_module: str | ModuleType | None 
     if isinstance(config, str):
         if "." in config:
             module_name, name = config.rsplit(".", 1)
+            served = _qlib_stand_in(module_name, name, where, True)
+            if served is not None:
+                return served
             module = _import_module(module_name, where)
         elif default_module is not None:
             module, name = _import_module(default_module, where, False), config
@@ -212,7 +254,8 @@ def init_instance_by_config(config: Any, default_module: str | ModuleType | None
 
     Raises:
         TaskConfigError: When the cfg is malformed, the class does not exist, or its
-            constructor rejects the kwargs.
+            constructor rejects the kwargs (an unknown keyword is named with the closest
+            one the constructor takes).
     """
     if accept_types and isinstance(config, accept_types):
         return config
@@ -224,40 +267,95 @@ def init_instance_by_config(config: Any, default_module: str | ModuleType | None
         return factory(**kwargs)
     except TypeError as error:
         raise TaskConfigError(f"{where}: cannot build {getattr(factory, '__name__', factory)}: "
-                              f"{error}") from error
+                              f"{error}{_closest_arguments(factory, kwargs)}") from error
+
+
+def _closest_arguments(factory: Any, kwargs: Mapping[str, Any]) -> str:
+    """A hint naming, for each keyword ``factory`` does not take, the closest one it takes."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return ""
+    if any(item.kind is inspect.Parameter.VAR_KEYWORD for item in parameters.values()):
+        return ""
+    names = [name for name, item in parameters.items()
+             if item.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              inspect.Parameter.KEYWORD_ONLY)]
+    hints = []
+    for unknown in (name for name in kwargs if name not in parameters):
+        close = difflib.get_close_matches(unknown, names, n=1)
+        hints.append(f"{unknown!r} (did you mean {close[0]!r}?)" if close else repr(unknown))
+    if not hints:
+        return ""
+    return f"; unknown keyword argument {', '.join(hints)}; it takes {', '.join(names)}"
 
 
 def fill_placeholder(config: Any, placeholder_values: Mapping[str, Any]) -> Any:
-    """Return a copy of ``config`` with every string placeholder replaced.
+    """Return a copy of ``config`` with its placeholders filled, as Qlib's ``fill_placeholder``.
 
-    Any string value equal to a key of ``placeholder_values`` (e.g. ``"<MODEL>"``)
-    anywhere in nested dicts, lists and tuples is replaced by its value; the
-    replacement object itself is not copied.
+    Two kinds of placeholder, both a whole string value anywhere in nested dicts, lists
+    and tuples (a placeholder inside a longer string is left alone):
+
+    * a key of ``placeholder_values`` (e.g. ``"<MODEL>"``) is replaced by its value; the
+      replacement object itself is not copied;
+    * any other ``"<a.b.0>"`` is a path into ``config`` itself (dict keys, and list or
+      tuple positions for digits), e.g. ``"<dataset.kwargs.segments.train.0>"``, and is
+      replaced by (a copy of) the value found there, with its own placeholders filled
+      (as Qlib, which inserts the very object it then fills); a path that leads nowhere,
+      or back into the value being filled, leaves the string as it is.
+
+    Differences from Qlib: tuples are filled too (Qlib leaves them), the input is not
+    changed (Qlib fills it in place), a value that contains its own path is not made to
+    contain itself, and ``"<a>suffix"`` is left alone (Qlib reads it as the path ``a``).
 
     Args:
         config: Nested config.
-        placeholder_values: Map from placeholder string to the object to put there.
+        placeholder_values: Map from placeholder string (``"<NAME>"``) to the object to put
+            there.
 
     Returns:
         A new config; the input is left unchanged.
 
     Raises:
-        TaskConfigError: When ``config`` nests deeper than :data:`MAX_DEPTH` levels.
+        TaskConfigError: When a key of ``placeholder_values`` is not of the form ``<NAME>``
+            or ``config`` nests deeper than :data:`MAX_DEPTH` levels.
     """
+    for key in placeholder_values:
+        if not isinstance(key, str) or _PLACEHOLDER.fullmatch(key) is None:
+            raise TaskConfigError(f"placeholder {key!r} is not of the form '<NAME>' (as Qlib)")
 
-    def fill(node: Any) -> Any:
-        if isinstance(node, str) and node in placeholder_values:
-            return placeholder_values[node]
+    def lookup(text: str, active: frozenset[str]) -> Any:
+        match = _PLACEHOLDER.fullmatch(text)
+        if match is None or match.group("path") in active:  # a path inside itself stays
+            return text
+        found: Any = config
+        for part in match.group("path").split("."):
+            try:
+                if isinstance(found, Mapping):
+                    found = found[part]
+                elif part.isdigit() and isinstance(found, (list, tuple)):
+                    found = found[int(part)]
+                else:
+                    return text
+            except (KeyError, IndexError):
+                return text
+        return fill(found, active | {match.group("path")})
+
+    def fill(node: Any, active: frozenset[str]) -> Any:
+        if isinstance(node, str):
+            if node in placeholder_values:
+                return placeholder_values[node]
+            return lookup(node, active)
         if isinstance(node, Mapping):
-            return {key: fill(value) for key, value in node.items()}
+            return {key: fill(value, active) for key, value in node.items()}
         if isinstance(node, list):
-            return [fill(item) for item in node]
+            return [fill(item, active) for item in node]
         if isinstance(node, tuple):
-            return tuple(fill(item) for item in node)
+            return tuple(fill(item, active) for item in node)
         return copy.copy(node) if isinstance(node, (set, bytearray)) else node
 
     check_depth(config)
-    return fill(config)
+    return fill(config, frozenset())
 
 
 def normalise(value: Any, where: str = "task") -> Any:
