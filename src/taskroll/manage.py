@@ -2,10 +2,12 @@
 
 ``TaskManager`` lives in :mod:`taskroll.manage_pool`, ``run_task`` in
 :mod:`taskroll.worker`, failure kinds and backoff in :mod:`taskroll.manage_failure`;
-import them from here. Run ``python -m taskroll.manage -t POOL {list,task_stat,query,
-wait,reset_waiting,remove,prioritize,retry}`` for the command line
-(:mod:`taskroll.manage_cli`, which imports the modules below this one, never this one,
-so no two modules import each other).
+import them from here. Run ``python -m taskroll.manage -t POOL COMMAND`` for the command
+line, with Qlib's command set (``list``, ``task_stat``, ``query``, ``re_query``, ``wait``,
+``create_task FILE``, ``insert_task_def``, ``replace_task``, ``fetch_task``,
+``commit_task_res``, ``return_task``, ``reset_waiting``, ``reset_status``, ``remove``,
+``prioritize``) and ``retry`` (:mod:`taskroll.manage_cli`, which imports the modules
+below this one, never this one, so no two modules import each other).
 """
 
 from __future__ import annotations

@@ -1,11 +1,21 @@
 """Command line for task pools: ``python -m taskroll.manage -t POOL COMMAND``.
 
-Commands (Qlib's names): ``list``, ``task_stat``, ``query``, ``wait``,
-``reset_waiting``, ``remove``, ``prioritize``, and ``retry`` (put ``failed`` tasks back,
-see :meth:`~taskroll.manage.TaskManager.retry_failed`). Queries are JSON Mongo-style
-filters, e.g. ``--query '{"filter.model.class": "LinearModel"}'``. Every error, a bad
-argument included, prints one line on stderr and exits with status 2; nothing is changed
-when the input is bad.
+Commands, Qlib's ``python -m qlib.workflow.task.manage`` set under the same names:
+
+* read: ``list`` (the pools), ``task_stat``, ``query``, ``re_query ID``, ``wait``;
+* write: ``create_task FILE`` (task definitions from a JSON or YAML file, a list or one
+  definition; ``--dry-run``, ``--print-nt``), ``insert_task_def FILE`` (one definition),
+  ``replace_task ID FILE``, ``fetch_task`` (claim one task and print it),
+  ``commit_task_res ID RES`` (``RES`` is JSON), ``return_task ID``, ``reset_waiting``,
+  ``reset_status STATUS``, ``remove``, ``prioritize ID PRIORITY``;
+* and ``retry`` (put ``failed`` tasks back, see
+  :meth:`~taskroll.manage.TaskManager.retry_failed`).
+
+Queries are JSON Mongo-style filters, e.g. ``--query '{"filter.model.class":
+"LinearModel"}'``. Files are read with :func:`taskroll.safe_yaml.load_yaml` (JSON is
+YAML), so no file can build Python objects. Every error, a bad argument included,
+prints one line on stderr and exits with status 2; nothing is changed when the input is
+bad.
 
 This module imports :mod:`taskroll.manage_pool`, never :mod:`taskroll.manage` (whose
 ``python -m`` entry point imports this one).
@@ -19,12 +29,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from taskroll.errors import QueryError, TaskrollError, UnknownPoolError
+from taskroll.errors import QueryError, TaskConfigError, TaskrollError, UnknownPoolError
 from taskroll.manage_failure import describe
 from taskroll.manage_pool import TaskManager
+from taskroll.safe_yaml import load_yaml
+from taskroll.status import Status
 
-COMMANDS = ("list", "task_stat", "query", "wait", "reset_waiting", "remove", "prioritize",
-            "retry")
+COMMANDS = ("list", "task_stat", "query", "re_query", "wait", "create_task", "insert_task_def",
+            "replace_task", "fetch_task", "commit_task_res", "return_task", "reset_waiting",
+            "reset_status", "remove", "prioritize", "retry")
+_CREATING = ("create_task", "insert_task_def")
+"""Commands that may name a pool that does not exist yet."""
+STATUSES = tuple(status.value for status in Status)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -77,11 +93,16 @@ def build_parser(prog: str = "python -m taskroll.manage") -> argparse.ArgumentPa
     commands.add_parser("list", help="list the task pools")
     for name, text in (("task_stat", "count tasks per status"),
                        ("query", "print matching tasks as JSON lines"),
-                       ("wait", "block until no task is waiting or running"),
+                       ("wait", "block until no task is waiting, running or part_done"),
+                       ("fetch_task", "claim one task and print it (running until committed, returned "
+                                       "or its lease ends)"),
                        ("reset_waiting", "put running (or --query'd) tasks back to waiting"),
+                       ("reset_status", "set the status of matching tasks"),
                        ("remove", "delete matching tasks"),
                        ("retry", "put failed (and matching) tasks back to waiting, attempts reset")):
         command = commands.add_parser(name, help=text)
+        if name == "reset_status":
+            command.add_argument("status", choices=STATUSES)
         command.add_argument("query_text", nargs="?", metavar="QUERY", help="JSON filter")
         command.add_argument("--query", dest="query_option", help="JSON filter")
         if name == "query":
@@ -89,13 +110,82 @@ def build_parser(prog: str = "python -m taskroll.manage") -> argparse.ArgumentPa
         if name == "wait":
             command.add_argument("--poll-interval", type=float, default=1.0)
             command.add_argument("--timeout", type=float, default=None)
-        if name == "remove":
+        if name == "fetch_task":
+            command.add_argument("--status", choices=STATUSES, default="waiting",
+                                 help="status to claim from (waiting)")
+        if name in ("remove", "reset_status"):
             command.add_argument("--all", action="store_true",
-                                 help="allow an empty query (removes every task in the pool)")
+                                 help="allow an empty query (acts on every task in the pool)")
+    _add_task_commands(commands)
+    return parser
+
+
+def _add_task_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    """The commands that name one task by id, or read task definitions from a file."""
+    re_query = commands.add_parser("re_query", help="print one task by id as JSON")
+    re_query.add_argument("task_id")
+    create = commands.add_parser("create_task",
+                                 help="add the new task definitions of a JSON or YAML file")
+    create.add_argument("file", help="a list of task definitions, or one definition")
+    create.add_argument("--dry-run", "--dry_run", action="store_true",
+                        help="only count the new definitions")
+    create.add_argument("--print-nt", "--print_nt", action="store_true",
+                        help="print the new definitions")
+    insert = commands.add_parser("insert_task_def",
+                                 help="add one task definition (a JSON or YAML file)")
+    insert.add_argument("file")
+    replace = commands.add_parser("replace_task",
+                                  help="replace the definition of one task (JSON or YAML file)")
+    replace.add_argument("task_id")
+    replace.add_argument("file")
+    commit = commands.add_parser("commit_task_res", help="store a result (JSON) for one task")
+    commit.add_argument("task_id")
+    commit.add_argument("res", metavar="RES", help="the result as JSON")
+    commit.add_argument("--status", choices=STATUSES, default="done", help="new status (done)")
+    back = commands.add_parser("return_task", help="put one task back, dropping its lease")
+    back.add_argument("task_id")
+    back.add_argument("--status", choices=STATUSES, default="waiting",
+                      help="new status (waiting)")
     prioritize = commands.add_parser("prioritize", help="set the priority of one task")
     prioritize.add_argument("task_id")
     prioritize.add_argument("priority", type=int)
-    return parser
+
+
+def load_task_file(path: str, single: bool = False) -> list[dict[str, Any]]:
+    """Read task definitions from a JSON or YAML file (plain data only).
+
+    Args:
+        path: The file: a list of definitions (dicts), or one definition.
+        single: Require exactly one definition.
+
+    Returns:
+        The definitions.
+
+    Raises:
+        TaskConfigError: When the file cannot be read, is not valid JSON/YAML (or exceeds
+            the limits of :mod:`taskroll.safe_yaml`), or does not hold definitions.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise TaskConfigError(f"cannot read task file {path!r}: {error.strerror}") from error
+    data = load_yaml(text, source=path)
+    definitions = [data] if isinstance(data, dict) else data
+    if (not isinstance(definitions, list) or not definitions
+            or not all(isinstance(item, dict) for item in definitions)):
+        raise TaskConfigError(f"{path}: expected a task definition (a mapping) or a non-empty "
+                              f"list of them, got {type(data).__name__}")
+    if single and len(definitions) != 1:
+        raise TaskConfigError(f"{path}: expected one task definition, got {len(definitions)}")
+    return definitions
+
+
+def _parse_json_value(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TaskConfigError(f"{what} is not valid JSON: {error}") from error
 
 
 def _printable(manager: TaskManager, record: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +209,50 @@ def _printable(manager: TaskManager, record: dict[str, Any]) -> dict[str, Any]:
             for key, value in task.items()}
 
 
+def _print_task(manager: TaskManager, task_id: str) -> None:
+    record = manager.store.get(manager.task_pool, task_id)
+    if record is None:
+        raise TaskrollError(f"no task {task_id!r} in pool {manager.task_pool!r}")
+    print(json.dumps(_printable(manager, dict(record)), default=str, sort_keys=True))
+
+
+def _run_task_command(manager: TaskManager, arguments: argparse.Namespace) -> bool:
+    """Run a command of :func:`_add_task_commands`; ``False`` when it is another one."""
+    command, pool = arguments.command, arguments.task_pool
+    if command == "create_task":
+        definitions = load_task_file(arguments.file)
+        ids = manager.create_task(definitions, dry_run=arguments.dry_run,
+                                  print_nt=arguments.print_nt)
+        for task_id in ids:
+            print(task_id)
+        return True
+    if command == "insert_task_def":
+        print(manager.insert_task_def(load_task_file(arguments.file, single=True)[0]))
+        return True
+    if command == "re_query":
+        _print_task(manager, arguments.task_id)
+        return True
+    if command not in ("replace_task", "commit_task_res", "return_task", "prioritize"):
+        return False
+    if command == "replace_task":
+        changed = manager.replace_task(
+            arguments.task_id, {"def": load_task_file(arguments.file, single=True)[0]})
+    elif command == "commit_task_res":
+        result = _parse_json_value(arguments.res, "RES")
+        changed = manager.commit_task_res(arguments.task_id, result, status=arguments.status)
+    elif command == "return_task":
+        changed = manager.return_task(arguments.task_id, status=arguments.status)
+    else:
+        changed = manager.prioritize(arguments.task_id, arguments.priority)
+    if not changed:
+        raise TaskrollError(f"no task {arguments.task_id!r} in pool {pool!r}")
+    if command == "prioritize":
+        print(f"task {arguments.task_id} priority {arguments.priority}")
+    else:
+        _print_task(manager, arguments.task_id)
+    return True
+
+
 def run_command(arguments: argparse.Namespace) -> int:
     """Execute parsed pool command arguments; return the exit status."""
     with TaskManager(arguments.task_pool or "_", store=arguments.url) as manager:
@@ -129,15 +263,12 @@ def run_command(arguments: argparse.Namespace) -> int:
         if not arguments.task_pool:
             raise TaskrollError("give the task pool with -t POOL")
         pools = manager.list()
-        if arguments.task_pool not in pools:
+        if arguments.task_pool not in pools and arguments.command not in _CREATING:
             known = ", ".join(pools) or "none"
             raise UnknownPoolError(
                 f"unknown task pool {arguments.task_pool!r} in {manager.store!r}; known pools: {known}"
             )
-        if arguments.command == "prioritize":
-            if not manager.prioritize(arguments.task_id, arguments.priority):
-                raise TaskrollError(f"no task {arguments.task_id!r} in pool {arguments.task_pool!r}")
-            print(f"task {arguments.task_id} priority {arguments.priority}")
+        if _run_task_command(manager, arguments):
             return 0
         query = _parse_json_query(arguments.query_option or arguments.query_text)
         if arguments.command == "task_stat":
@@ -153,8 +284,19 @@ def run_command(arguments: argparse.Namespace) -> int:
             print(json.dumps(stat, sort_keys=True))
         elif arguments.command == "retry":
             print(f"{manager.retry_failed(query)} failed task(s) put back")
+        elif arguments.command == "fetch_task":
+            task = manager.fetch_task(query, status=arguments.status)
+            if task is None:
+                raise TaskrollError(f"no {arguments.status} task matches in pool "
+                                    f"{arguments.task_pool!r}")
+            _print_task(manager, str(task["_id"]))
         elif arguments.command == "reset_waiting":
             print(f"{manager.reset_waiting(query)} task(s) reset to waiting")
+        elif arguments.command == "reset_status":
+            if not query and not arguments.all:
+                raise TaskrollError("refusing to reset every task without --all")
+            count = manager.reset_status(query, arguments.status)
+            print(f"{count} task(s) set to {arguments.status}")
         elif arguments.command == "remove":
             if not query and not arguments.all:
                 raise TaskrollError("refusing to remove every task without --all")

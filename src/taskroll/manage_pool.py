@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -45,6 +45,32 @@ _TIME_FIELDS = ("created", "started", "finished", "lease_until")
 
 def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def list_configured_pools() -> builtins.list[str]:
+    """Return the task pools of the store configured with :func:`taskroll.init`.
+
+    Raises:
+        StoreError: When the store cannot be opened or read.
+    """
+    settings = get_settings()
+    with open_store(settings.resolved_task_url(), settings.task_db_name) as store:
+        return store.list_pools()
+
+
+class _PoolLister:
+    """``TaskManager.list``: static as in Qlib, and a method of each manager.
+
+    ``TaskManager.list()`` lists the pools (collections) of the configured store (Qlib's
+    ``@staticmethod``); ``manager.list()`` lists those of the manager's own store, which
+    may be another one (``TaskManager(pool, store=url)``).
+    """
+
+    def __get__(self, manager: TaskManager | None,
+                owner: type | None = None) -> Callable[[], builtins.list[str]]:
+        if manager is None:
+            return list_configured_pools
+        return manager.store.list_pools
 
 
 class TaskManager:
@@ -168,9 +194,7 @@ class TaskManager:
         return str(task["_id"])
 
     # -- pools and creation --------------------------------------------------------------
-    def list(self) -> builtins.list[str]:
-        """Return the names of all task pools in the store."""
-        return self.store.list_pools()
+    list = _PoolLister()
 
     def insert_task(self, task: Mapping[str, Any]) -> str:
         """Insert one task document (``def`` required; ``status``/``priority`` optional).
@@ -454,7 +478,9 @@ class TaskManager:
 
     @staticmethod
     def _get_undone_n(task_stat: Mapping[str, int]) -> int:
-        return task_stat.get(Status.WAITING.value, 0) + task_stat.get(Status.RUNNING.value, 0)
+        # part_done tasks still have their second half to run (Qlib counts them too)
+        return sum(task_stat.get(status.value, 0)
+                   for status in (Status.WAITING, Status.RUNNING, Status.PART_DONE))
 
     @staticmethod
     def _get_total(task_stat: Mapping[str, int]) -> int:
@@ -462,7 +488,12 @@ class TaskManager:
 
     def wait(self, query: Mapping[str, Any] | None = None, poll_interval: float = 1.0,
              timeout: float | None = None, progress: bool = True) -> dict[str, int]:
-        """Block until no matching task is ``waiting`` or ``running``, with a progress bar.
+        """Block until no matching task is ``waiting``, ``running`` or ``part_done``.
+
+        As in Qlib, a ``part_done`` task is undone: the delayed trainers leave tasks there
+        until their second half has run. To wait for the first half only, filter on the
+        status: ``wait({"status": {"$in": ["waiting", "running"]}})``. A progress bar shows
+        the matching tasks that are done or failed.
 
         Expired leases are reaped while waiting, so tasks of crashed workers come back for
         the remaining workers instead of blocking forever.

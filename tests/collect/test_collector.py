@@ -19,7 +19,8 @@ from taskroll.collect import (
     default_rec_key,
 )
 from taskroll.errors import RecorderError
-from taskroll.train.recorder import Experiment, R, Recorder
+from taskroll.train.experiment import Experiment, R
+from taskroll.train.recorder import Recorder
 
 D1, D2, D3 = pd.to_datetime(["2021-01-04", "2021-01-05", "2021-01-06"])
 

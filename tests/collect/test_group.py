@@ -57,11 +57,11 @@ def test_group_with_functions() -> None:
 
     group = Group(group_func=by_parity, ens=total)
     assert group({1: 10, 2: 20, 3: 30}) == {"odd": 40, "even": 20}
-    assert group.reduce({"x": {1: 1, 2: 2}}) == {"x": 3}
+    assert group.reduce({1: 1, 2: 2}) == 3  # one group, as Qlib's Group.reduce
     with pytest.raises(NotImplementedError):
         Group()({1: 1})
     with pytest.raises(NotImplementedError):
-        Group(group_func=by_parity).reduce({"x": {}})
+        Group(group_func=by_parity).reduce({})
 
 
 def test_rolling_group_takes_a_custom_ensemble() -> None:

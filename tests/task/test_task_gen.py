@@ -280,7 +280,7 @@ def test_multi_horizon() -> None:
     assert segments_of(tasks[1]) == {"train": seg("2024-01-01", "2024-01-11"),
                                      "valid": seg("2024-01-11", "2024-01-11"),
                                      "test": seg("2024-01-22", "2024-02-09")}
-    assert LabelHorizonGen(calendar=CALENDAR).horizon == [60]
+    assert LabelHorizonGen(calendar=CALENDAR).horizon == [5]  # Qlib's default
     with pytest.raises(TypeError):
         MultiHorizonGenBase()  # type: ignore[abstract]
 

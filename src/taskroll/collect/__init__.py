@@ -11,6 +11,8 @@ from taskroll.collect.collector import (
     MergeCollector,
     RecorderCollector,
     default_rec_key,
+    model_and_test_segment_key,
+    recorder_id_key,
 )
 from taskroll.collect.ensemble import (
     AverageEnsemble,
@@ -33,4 +35,6 @@ __all__ = [
     "SingleKeyEnsemble",
     "default_rec_key",
     "flatten_dict",
+    "model_and_test_segment_key",
+    "recorder_id_key",
 ]

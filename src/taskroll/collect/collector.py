@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from taskroll.errors import RecorderError
-from taskroll.train.experiment import Experiment
-from taskroll.train.recorder import R, Recorder, as_recorder
+from taskroll.train.experiment import Experiment, R
+from taskroll.train.recorder import Recorder, as_recorder
 
 _logger = logging.getLogger(__name__)
 
@@ -118,8 +118,20 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def default_rec_key(recorder: Recorder) -> tuple[Any, Any]:
+def recorder_id_key(recorder: Recorder) -> str:
+    """Key a recorder by its id: Qlib's default ``rec_key_func`` (``rec.info["id"]``).
+
+    Returns:
+        The run id.
+    """
+    return recorder.id
+
+
+def model_and_test_segment_key(recorder: Recorder) -> tuple[Any, Any]:
     """Key a recorder by ``(model class, test segment)`` read from its ``task`` artifact.
+
+    The key :class:`~taskroll.collect.group.RollingGroup` needs: its last element is the
+    rolling key, so every window of one model lands in one group.
 
     Returns:
         ``(task["model"]["class"], tuple(task["dataset"]["kwargs"]["segments"]["test"]))``.
@@ -138,6 +150,11 @@ def default_rec_key(recorder: Recorder) -> tuple[Any, Any]:
     return model_key, _hashable(test_segment)
 
 
+default_rec_key = model_and_test_segment_key
+"""The current default ``rec_key_func`` of :class:`RecorderCollector` (an alias of
+:func:`model_and_test_segment_key`; Qlib's default is :func:`recorder_id_key`)."""
+
+
 ExperimentSource = str | Experiment | Callable[[], Experiment | Iterable[Recorder]]
 
 
@@ -148,7 +165,9 @@ class RecorderCollector(Collector):
         experiment: An experiment name, an :class:`Experiment`, or a callable returning
             an experiment (or the recorders themselves); resolved at collect time.
         process_list: Processors for each artifact key's ``{rec_key: artifact}``.
-        rec_key_func: ``rec_key_func(recorder) -> key``; default :func:`default_rec_key`.
+        rec_key_func: ``rec_key_func(recorder) -> key``; default :data:`default_rec_key`
+            (:func:`model_and_test_segment_key`). Pass :func:`recorder_id_key` for Qlib's
+            default key, the recorder id.
         rec_filter_func: ``rec_filter_func(recorder) -> bool``; keep only true ones.
         artifacts_path: ``{artifact_key: artifact path}``; the key :attr:`ART_KEY_RAW`
             collects the recorder itself.

@@ -6,6 +6,7 @@ collector: ``{key: artifact}`` goes in, ``{group_key: ensemble(group)}`` comes o
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -13,6 +14,7 @@ from typing import Any
 
 from taskroll.collect.ensemble import Ensemble, RollingEnsemble
 
+_logger = logging.getLogger(__name__)
 GroupFunction = Callable[..., dict[Any, Any]]
 EnsembleFunction = Callable[..., Any]
 
@@ -24,8 +26,8 @@ class Group:
         group_func: ``group_func(ungrouped_dict) -> {group_key: {key: artifact}}``;
             subclasses may override :meth:`group` instead.
         ens: Applied to each group's dict (an :class:`Ensemble` or any callable).
-        n_jobs: Processes used to reduce groups in parallel (``1``: in this process;
-            ``-1``: one per CPU). Parallel reduction needs a picklable ``ens``.
+        n_jobs: Default processes used to reduce groups in parallel (``1``: in this
+            process; ``-1``: one per CPU). Parallel reduction needs a picklable ``ens``.
     """
 
     def __init__(self, group_func: GroupFunction | None = None,
@@ -45,51 +47,57 @@ class Group:
             raise NotImplementedError(f"{type(self).__name__}: give group_func or override group")
         return self._group_func(ungrouped_dict, *args, **kwargs)
 
-    def reduce_group(self, group_value: Any) -> Any:
-        """Reduce one group with the ensemble.
+    def reduce(self, *args: Any, **kwargs: Any) -> Any:
+        """Reduce one group's dict to one value with the ensemble (Qlib's signature).
 
-        Raises:
-            NotImplementedError: When no ensemble was given.
-        """
-        if self._ens_func is None:
-            raise NotImplementedError(f"{type(self).__name__}: give ens to reduce groups")
-        return self._ens_func(group_value)
-
-    def reduce(self, grouped_dict: Mapping[Any, Any], n_jobs: int | None = None) -> dict[Any, Any]:
-        """Apply the ensemble to every group.
+        ``{C1: a, C2: b}`` becomes ``ens({C1: a, C2: b})``. :meth:`__call__` calls it once
+        per group, so a subclass that overrides ``reduce(self, group_value)`` (as Qlib
+        subclasses do) is used for every group. (Qlib's ``__call__`` calls the base
+        ``Group.reduce`` instead, which ignores such an override; here it is honoured.)
 
         Args:
-            grouped_dict: ``{group_key: {key: artifact}}``.
-            n_jobs: Overrides the instance's ``n_jobs``.
+            *args: Passed to the ensemble (the group's dict first).
+            **kwargs: Passed to the ensemble.
 
         Returns:
-            ``{group_key: ensemble(group)}`` in the input's order.
+            The reduced value.
+
+        Raises:
+            NotImplementedError: When no ensemble was given and it is not overridden.
         """
-        jobs = self.n_jobs if n_jobs is None else n_jobs
-        if jobs < 0:
-            jobs = os.cpu_count() or 1
-        keys = list(grouped_dict)
-        values = [grouped_dict[key] for key in keys]
-        if jobs <= 1 or len(values) <= 1:
-            return {key: self.reduce_group(value) for key, value in zip(keys, values, strict=True)}
-        with ProcessPoolExecutor(max_workers=min(jobs, len(values))) as executor:
-            reduced = list(executor.map(self.reduce_group, values))
-        return dict(zip(keys, reduced, strict=True))
+        if self._ens_func is None:
+            raise NotImplementedError(f"{type(self).__name__}: give ens or override reduce")
+        return self._ens_func(*args, **kwargs)
 
     def __call__(self, ungrouped_dict: Mapping[Any, Any], n_jobs: int | None = None,
-                 *args: Any, **kwargs: Any) -> dict[Any, Any]:
-        """Group then reduce.
+                 verbose: int = 0, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+        """Group, then :meth:`reduce` every group (Qlib's signature).
 
         Args:
             ungrouped_dict: ``{key: artifact}``.
-            n_jobs: Overrides the instance's ``n_jobs``.
+            n_jobs: Processes reducing groups in parallel; ``None`` for the instance's
+                ``n_jobs``, ``-1`` for one per CPU. Parallel reduction pickles ``self``.
+            verbose: Above 0, log each group as it is reduced (Qlib passes it to joblib).
             *args: Passed to :meth:`group`.
             **kwargs: Passed to :meth:`group`.
 
         Returns:
-            ``{group_key: ensemble(group)}``.
+            ``{group_key: reduce(group)}`` in the order of :meth:`group`'s result.
         """
-        return self.reduce(self.group(ungrouped_dict, *args, **kwargs), n_jobs=n_jobs)
+        grouped = self.group(ungrouped_dict, *args, **kwargs)
+        jobs = self.n_jobs if n_jobs is None else n_jobs
+        if jobs < 0:
+            jobs = os.cpu_count() or 1
+        keys = list(grouped)
+        values = [grouped[key] for key in keys]
+        if verbose > 0:
+            _logger.info("%s: reducing %d group(s) with %d process(es): %s", type(self).__name__,
+                         len(keys), max(1, min(jobs, len(keys))), keys)
+        if jobs <= 1 or len(values) <= 1:
+            return {key: self.reduce(value) for key, value in zip(keys, values, strict=True)}
+        with ProcessPoolExecutor(max_workers=min(jobs, len(values))) as executor:
+            reduced = list(executor.map(self.reduce, values))
+        return dict(zip(keys, reduced, strict=True))
 
 
 class RollingGroup(Group):

@@ -58,7 +58,7 @@ class MultiHorizonGenBase(TaskGen):
     before the test start (Qlib's ``trunc_segments``).
 
     Args:
-        horizon: The horizons, one task each.
+        horizon: The horizons, one task each (default ``(5,)``, as Qlib).
         label_leak_n: Trading days after the prediction day needed for a complete
             label (predict on ``T``, buy ``T+1``, sell ``T+2`` → 2).
         test_key: Name of the test segment.
@@ -68,7 +68,7 @@ class MultiHorizonGenBase(TaskGen):
         TaskConfigError: For a negative horizon or ``label_leak_n``.
     """
 
-    def __init__(self, horizon: Sequence[int] = (60,), label_leak_n: int = 2,
+    def __init__(self, horizon: Sequence[int] = (5,), label_leak_n: int = 2,
                  test_key: str = "test", calendar: Any = None) -> None:
         self.horizon = list(horizon)
         if any(isinstance(value, bool) or not isinstance(value, int) or value < 0

@@ -1,153 +1,49 @@
 """task_train and the Trainer family (Qlib's ``qlib.model.trainer``).
 
-* :func:`task_train` runs one task's whole workflow in a new recorded run: build
-  the model and dataset from their cfgs, ``model.fit(dataset)``, save the model
-  (``params.pkl``), the dataset (``dataset``) and the task (``task``), then build
-  and ``generate()`` each record with ``<MODEL>``/``<DATASET>`` filled in.
-* :func:`begin_task_train` / :func:`end_task_train` split that in two for the
-  delayed trainers.
-* :class:`TrainerR` trains in this process; :class:`DelayTrainerR` prepares in
-  ``train`` and fits in ``end_train``; :class:`TrainerRM` and
-  :class:`DelayTrainerRM` put the tasks in a task pool so any number of workers
-  (:meth:`TrainerRM.worker`, ``taskroll worker -t POOL``) share them.
+* :func:`task_train` runs one task's whole workflow in a new recorded run;
+  :func:`begin_task_train` / :func:`end_task_train` split that in two for the
+  delayed trainers (all three live in :mod:`taskroll.train.task_run`, re-exported here).
+* :class:`TrainerR` trains here (or one spawned process per task with ``call_in_subproc``);
+  :class:`DelayTrainerR` prepares in ``train`` and fits in ``end_train``;
+  :class:`TrainerRM` and :class:`DelayTrainerRM` put the tasks in a task pool so any
+  number of workers (:meth:`TrainerRM.worker`, ``taskroll worker -t POOL``) share them.
 """
+
 
 from __future__ import annotations
 
-import inspect
-import json
+import functools
 import logging
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from taskroll.manage import TaskManager, run_task
 from taskroll.store.references import RecorderReference
-from taskroll.task.spec import fill_placeholder, init_instance_by_config
-from taskroll.train.experiment import R
 from taskroll.train.recorder import Recorder, as_recorder
+from taskroll.train.task_run import (
+    DEFAULT_EXPERIMENT,
+    MAX_PARAM_KEY_LENGTH,
+    MAX_PARAM_VALUE_LENGTH,
+    QUALITY_ARTIFACT,
+    RECORD_MODULE,
+    TrainFunction,
+    begin_task_train,
+    end_task_train,
+    task_params,
+    task_train,
+    train_in_subprocess,
+)
+
+__all__ = [
+    "DEFAULT_EXPERIMENT", "MAX_PARAM_KEY_LENGTH", "MAX_PARAM_VALUE_LENGTH", "QUALITY_ARTIFACT",
+    "RECORD_MODULE", "STATUS_BEGIN", "STATUS_END", "STATUS_KEY", "DelayTrainerR",
+    "DelayTrainerRM", "TrainFunction", "Trainer", "TrainerR", "TrainerRM", "begin_task_train",
+    "end_task_train", "task_params", "task_train", "train_in_subprocess",
+]
 
 logger = logging.getLogger(__name__)
-DEFAULT_EXPERIMENT = "workflow"
-RECORD_MODULE = "taskroll.train.record"
-QUALITY_ARTIFACT = "data_quality.json"
-"""Artifact holding the dataset handler's data quality report (JSON)."""
-TrainFunction = Callable[..., Recorder]
-
-
-def _log_task_info(task_config: Mapping[str, Any]) -> None:
-    R.save_objects(task=dict(task_config))
-
-
-def _build_record(config: Any, recorder: Recorder, model: Any, dataset: Any,
-                  where: str) -> Any:
-    from taskroll.task.spec import get_callable_by_config
-
-    factory, kwargs = get_callable_by_config(config, RECORD_MODULE, where)
-    parameters = inspect.signature(factory).parameters
-    for name, value in (("model", model), ("dataset", dataset)):
-        if name in parameters and name not in kwargs:
-            kwargs[name] = value
-    return init_instance_by_config({"class": factory, "kwargs": kwargs}, where=where,
-                                   recorder=recorder)
-
-
-def _log_data_quality(recorder: Recorder, dataset: Any) -> None:
-    """Save ``dataset.handler.quality_report().to_dict()`` as :data:`QUALITY_ARTIFACT`.
-
-    Skipped when the handler has no such method or it returns ``None``; a failure
-    is logged as a warning and never fails the training.
-    """
-    try:
-        quality_report = getattr(getattr(dataset, "handler", None), "quality_report", None)
-        if not callable(quality_report):
-            return
-        report = quality_report()
-        to_dict = getattr(report, "to_dict", None)
-        if not callable(to_dict):
-            return
-        text = json.dumps(to_dict(), indent=2, sort_keys=True)
-        with tempfile.TemporaryDirectory(prefix="taskroll-quality-") as staging:
-            path = Path(staging) / QUALITY_ARTIFACT
-            path.write_text(text, encoding="utf-8")
-            recorder.save_objects(local_path=path)
-    except Exception as error:  # a report is a courtesy: never fail the training for it
-        logger.warning("could not log %s for run %s: %s: %s", QUALITY_ARTIFACT, recorder.id,
-                       type(error).__name__, error)
-
-
-def _exe_task(task_config: Mapping[str, Any]) -> None:
-    recorder = R.get_recorder()
-    model = init_instance_by_config(task_config["model"], where="task.model")
-    dataset = init_instance_by_config(task_config["dataset"], where="task.dataset")
-    _log_data_quality(recorder, dataset)
-    reweighter = task_config.get("reweighter")
-    if reweighter is not None:
-        model.fit(dataset, reweighter=init_instance_by_config(reweighter, where="task.reweighter"))
-    else:
-        model.fit(dataset)
-    R.save_objects(**{"params.pkl": model, "dataset": dataset})
-    filled = fill_placeholder(dict(task_config), {"<MODEL>": model, "<DATASET>": dataset})
-    records = filled.get("record") or []
-    if not isinstance(records, list):
-        records = [records]
-    for index, record_config in enumerate(records):
-        record = _build_record(record_config, recorder, model, dataset, f"task.record[{index}]")
-        record.generate()
-
-
-def task_train(task_config: Mapping[str, Any], experiment_name: str,
-               recorder_name: str | None = None) -> Recorder:
-    """Train one task in a new run of ``experiment_name`` and return its recorder.
-
-    Args:
-        task_config: ``{"model": cfg, "dataset": cfg, "record": [cfg, ...]}``.
-        experiment_name: Experiment holding the run (created if missing).
-        recorder_name: Optional run name.
-
-    Returns:
-        The finished recorder, with ``task``, ``params.pkl``, ``dataset``,
-        ``data_quality.json`` (when the dataset's handler has a ``quality_report()``)
-        and the records' artifacts (e.g. ``pred.pkl``, ``label.pkl``, IC metrics).
-
-    Raises:
-        TaskConfigError: When a cfg of the task cannot be built; the run ends ``FAILED``.
-    """
-    with R.start(experiment_name=experiment_name, recorder_name=recorder_name) as recorder:
-        _log_task_info(task_config)
-        _exe_task(task_config)
-    return recorder
-
-
-def begin_task_train(task_config: Mapping[str, Any], experiment_name: str,
-                     recorder_name: str | None = None) -> Recorder:
-    """First half of a delayed training: create the run and save the task only."""
-    with R.start(experiment_name=experiment_name, recorder_name=recorder_name) as recorder:
-        _log_task_info(task_config)
-    return recorder
-
-
-def end_task_train(rec: Recorder | RecorderReference, experiment_name: str) -> Recorder:
-    """Second half of a delayed training: resume the run and execute its saved task.
-
-    Args:
-        rec: The run of :func:`begin_task_train`, or its reference read from a task pool
-            (resolved for the configured tracking stores only).
-        experiment_name: Experiment holding the run.
-
-    Returns:
-        The recorder.
-
-    Raises:
-        RecorderError: When a reference names a store this process is not configured for.
-    """
-    rec = as_recorder(rec)
-    with R.start(experiment_name=experiment_name, recorder_id=rec.id, resume=True):
-        _exe_task(R.load_object("task"))
-    return rec
 
 
 def _as_list(tasks: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -201,12 +97,15 @@ class Trainer:
         raise NotImplementedError(f"{type(self).__name__} has no worker")
 
 
+
 class TrainerR(Trainer):
-    """Train tasks one after the other in this process; tag each recorder as trained.
+    """Train tasks one after the other; tag each recorder as trained.
 
     Args:
         experiment_name: Default experiment of the runs.
         train_func: Function ``(task, experiment_name, recorder_name=None) -> Recorder``.
+        call_in_subproc: Train each task in a new process (:func:`train_in_subprocess`), as
+            Qlib, so the memory of one task's data and model is freed before the next.
         default_rec_name: Run name given to every run.
     """
 
@@ -215,10 +114,11 @@ class TrainerR(Trainer):
     STATUS_END = STATUS_END
 
     def __init__(self, experiment_name: str | None = None, train_func: TrainFunction = task_train,
-                 default_rec_name: str | None = None) -> None:
+                 call_in_subproc: bool = False, default_rec_name: str | None = None) -> None:
         super().__init__()
         self.experiment_name = experiment_name
         self.train_func = train_func
+        self._call_in_subproc = call_in_subproc
         self.default_rec_name = default_rec_name
 
     def train(self, tasks: Any, train_func: TrainFunction | None = None,
@@ -226,6 +126,9 @@ class TrainerR(Trainer):
         """Train each task with a progress bar; return the recorders tagged ``begin``."""
         task_list = _as_list(tasks)
         train_func = train_func or self.train_func
+        if self._call_in_subproc:
+            logger.info("training each task in a new process (its memory is freed after it)")
+            train_func = functools.partial(train_in_subprocess, train_func)
         experiment_name = experiment_name or self.experiment_name or DEFAULT_EXPERIMENT
         recorders = []
         for task in tqdm(task_list, desc="train tasks", disable=not task_list):
@@ -241,13 +144,18 @@ class TrainerR(Trainer):
 
 
 class DelayTrainerR(TrainerR):
-    """Like :class:`TrainerR`, but ``train`` only creates the runs and ``end_train`` fits."""
+    """Like :class:`TrainerR`, but ``train`` only creates the runs and ``end_train`` fits.
+
+    ``call_in_subproc`` applies to ``train`` (as Qlib, where it reaches ``TrainerR``
+    through ``**kwargs``); ``end_train`` fits in this process.
+    """
 
     def __init__(self, experiment_name: str | None = None,
                  train_func: TrainFunction = begin_task_train,
                  end_train_func: Callable[..., Recorder] = end_task_train,
-                 default_rec_name: str | None = None) -> None:
-        super().__init__(experiment_name, train_func, default_rec_name)
+                 default_rec_name: str | None = None, call_in_subproc: bool = False) -> None:
+        super().__init__(experiment_name, train_func, call_in_subproc=call_in_subproc,
+                         default_rec_name=default_rec_name)
         self.end_train_func = end_train_func
         self.delay = True
 
@@ -324,8 +232,14 @@ class TrainerRM(Trainer):
                 run_task(train_func, manager, query=query, experiment_name=experiment_name,
                          before_status=before_status, after_status=after_status,
                          recorder_name=default_rec_name or self.default_rec_name, **kwargs)
-            # also for the delayed trainer: other workers may still hold some of these tasks
-            manager.wait(query=query, progress=bool(self.skip_run_task))
+            # also for the delayed trainer: other workers may still hold some of these tasks.
+            # wait() counts part_done as undone (as Qlib), and part_done is where the
+            # delayed trainer's tasks stop, so it waits for the waiting/running ones only.
+            wait_query: dict[str, Any] = dict(query)
+            if after_status == TaskManager.STATUS_PART_DONE:
+                wait_query["status"] = {"$in": [TaskManager.STATUS_WAITING,
+                                                TaskManager.STATUS_RUNNING]}
+            manager.wait(query=wait_query, progress=bool(self.skip_run_task))
             recorders = []
             for task_id in ids:
                 task = manager.re_query(task_id)
