@@ -188,9 +188,6 @@ def test_collector_keys_by_recorder_id_or_by_the_named_helper(isolated_settings:
     assert by_window == {("LinearModel",): 2}
 
 
-@pytest.mark.xfail(strict=True, reason="the default key stays (model, test segment) until "
-                   "taskroll/demo.py and taskroll/online/strategy.py pass "
-                   "model_and_test_segment_key explicitly; then switch the default")
 def test_collector_default_key_is_the_recorder_id_as_qlib(isolated_settings: Settings) -> None:
     made = _recorders_with_tasks()
     assert set(RecorderCollector("keys").collect()["pred"]) == {recorder.id for recorder in made}

@@ -30,7 +30,13 @@ from typing import Any
 import pandas as pd
 
 import taskroll
-from taskroll.collect import AverageEnsemble, RecorderCollector, RollingEnsemble, RollingGroup
+from taskroll.collect import (
+    AverageEnsemble,
+    RecorderCollector,
+    RollingEnsemble,
+    RollingGroup,
+    model_and_test_segment_key,
+)
 from taskroll.data import SyntheticMarket
 from taskroll.demo_report import ensemble_ic, format_table, plot_ic, window_rows
 from taskroll.errors import TaskConfigError
@@ -232,6 +238,7 @@ def _first_column(frame: pd.DataFrame | pd.Series) -> pd.Series:
 def _collect(experiment_name: str) -> tuple[dict[str, pd.Series], pd.Series]:
     """Rolling-ensembled predictions per model type, and the rolling-ensembled labels."""
     collector = RecorderCollector(experiment_name, process_list=[RollingGroup()],
+                                  rec_key_func=model_and_test_segment_key,
                                   artifacts_path={"pred": "pred.pkl", "label": "label.pkl"})
     collected = collector()
     predictions = {str(key[0] if isinstance(key, tuple) else key): _first_column(frame)

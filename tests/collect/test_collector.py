@@ -16,7 +16,7 @@ from taskroll.collect import (
     RecorderCollector,
     RollingGroup,
     SingleKeyEnsemble,
-    default_rec_key,
+    model_and_test_segment_key,
 )
 from taskroll.errors import RecorderError
 from taskroll.train.experiment import Experiment, R
@@ -58,7 +58,7 @@ def experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Experiment:
 
 
 def test_recorder_collector_keys_by_model_and_test_segment(experiment: Experiment) -> None:
-    collected = RecorderCollector("rolling").collect()
+    collected = RecorderCollector("rolling", rec_key_func=model_and_test_segment_key).collect()
     assert set(collected) == {"pred"}
     assert set(collected["pred"]) == {
         ("Linear", ("2021-01-04", "2021-01-05")),
@@ -70,7 +70,8 @@ def test_recorder_collector_keys_by_model_and_test_segment(experiment: Experimen
 
 
 def test_recorder_collector_with_rolling_group(experiment: Experiment) -> None:
-    collector = RecorderCollector(experiment, process_list=RollingGroup())
+    collector = RecorderCollector(experiment, process_list=RollingGroup(),
+                                  rec_key_func=model_and_test_segment_key)
     predictions = collector()["pred"]
     pd.testing.assert_frame_equal(predictions[("Linear",)],
                                   _prediction([(D1, 1.0), (D2, 20.0), (D3, 30.0)]), check_freq=False)
@@ -101,13 +102,13 @@ def test_recorder_collector_options(experiment: Experiment) -> None:
         listed.get_exp_name()
 
 
-def test_default_rec_key_needs_a_task(experiment: Experiment) -> None:
+def test_model_and_test_segment_key_needs_a_task(experiment: Experiment) -> None:
     recorder = experiment.create_recorder("bare")
     with pytest.raises(RecorderError):
-        default_rec_key(recorder)
+        model_and_test_segment_key(recorder)
     recorder.save_objects(task={"model": {"class": "Linear"}})
     with pytest.raises(RecorderError, match="rec_key_func"):
-        default_rec_key(recorder)
+        model_and_test_segment_key(recorder)
 
 
 class _Fixed(Collector):

@@ -91,7 +91,7 @@ def test_predict_before_fit_and_bad_arguments() -> None:
         LinearModel().predict(handmade_dataset())
     assert issubclass(NotFittedError, TaskrollError)
     with pytest.raises(TaskConfigError):
-        LinearModel(estimator="lasso")
+        LinearModel(estimator="sgd")
     with pytest.raises(TaskConfigError):
         LinearModel(alpha=-1)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ import pytest
 import taskroll
 from taskroll import config
 from taskroll.data import SyntheticMarket
+
+from ..conftest import clear_taskroll_environment
 
 BEGIN = pd.Timestamp("2019-08-01")
 STEP = 20
@@ -67,11 +68,7 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[config
     root = tmp_path_factory.mktemp("online_store")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(config._SettingsHolder, "current", config.Settings())
-        for name in [name for name in os.environ if name.startswith("TASKROLL_")]:
-            patch.delenv(name)
-        for name in ("TASKROLL_TASK_URL", "TASKROLL_TRACKING_URI", "TASKROLL_ARTIFACT_ROOT",
-                     "TASKROLL_TASK_DB_NAME", "TASKROLL_LEASE_SECONDS", "TASKROLL_MAX_ATTEMPTS"):
-            patch.delenv(name, raising=False)
+        clear_taskroll_environment(patch)
         yield taskroll.init(task_url=f"sqlite:///{root / 'tasks.db'}",
                             tracking_uri=f"sqlite:///{root / 'mlruns.db'}")
 

@@ -286,7 +286,7 @@ def qlib_lightgbm_task() -> dict[str, Any]:
 
 
 def test_qlib_task_dict_trains_with_task_train(isolated_settings: Settings) -> None:
-    task = fill_placeholder(qlib_lightgbm_task(), {})  # Qlib's path placeholders
+    task = qlib_lightgbm_task()  # as Qlib writes it, path placeholders included
     recorder = taskroll.task_train(task, experiment_name="qlib_dict")
     model = recorder.load_object("params.pkl")
     assert isinstance(model, LGBModel)
@@ -311,7 +311,6 @@ def test_qlib_task_dict_trains_with_trainer_r_and_trainer_rm(isolated_settings: 
          "kwargs": {"fields_group": "feature"}},
         {"class": "Fillna", "module_path": "qlib.data.dataset.processor",
          "kwargs": {"fields_group": "feature"}}]
-    task = fill_placeholder(task, {})
     in_memory = taskroll.TrainerR(experiment_name="qlib_r")
     pooled = taskroll.TrainerRM(experiment_name="qlib_rm", task_pool="qlib_pool")
     predictions = []

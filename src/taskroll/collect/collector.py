@@ -5,8 +5,12 @@ A collector returns ``{artifact_key: {record_key: artifact}}`` (e.g.
 processors over each artifact key's dict, typically a :class:`~taskroll.collect.group.Group`
 or an :class:`~taskroll.collect.ensemble.Ensemble`::
 
-    collector = RecorderCollector("rolling", process_list=[RollingGroup()])
+    collector = RecorderCollector("rolling", process_list=[RollingGroup()],
+                                  rec_key_func=model_and_test_segment_key)
     predictions = collector()["pred"]          # {("LinearModel",): stitched frame}
+
+The default key is the recorder id (Qlib's); rolling groups need keys ending with the
+rolling key, such as :func:`model_and_test_segment_key`.
 """
 
 from __future__ import annotations
@@ -150,9 +154,9 @@ def model_and_test_segment_key(recorder: Recorder) -> tuple[Any, Any]:
     return model_key, _hashable(test_segment)
 
 
-default_rec_key = model_and_test_segment_key
-"""The current default ``rec_key_func`` of :class:`RecorderCollector` (an alias of
-:func:`model_and_test_segment_key`; Qlib's default is :func:`recorder_id_key`)."""
+default_rec_key = recorder_id_key
+"""The default ``rec_key_func`` of :class:`RecorderCollector`: the recorder id, as Qlib's.
+Rolling groups need :func:`model_and_test_segment_key` (pass it explicitly)."""
 
 
 ExperimentSource = str | Experiment | Callable[[], Experiment | Iterable[Recorder]]
@@ -165,9 +169,9 @@ class RecorderCollector(Collector):
         experiment: An experiment name, an :class:`Experiment`, or a callable returning
             an experiment (or the recorders themselves); resolved at collect time.
         process_list: Processors for each artifact key's ``{rec_key: artifact}``.
-        rec_key_func: ``rec_key_func(recorder) -> key``; default :data:`default_rec_key`
-            (:func:`model_and_test_segment_key`). Pass :func:`recorder_id_key` for Qlib's
-            default key, the recorder id.
+        rec_key_func: ``rec_key_func(recorder) -> key``; default the recorder id
+            (:func:`recorder_id_key`, Qlib's default). :class:`RollingGroup` needs keys
+            ending with the rolling key: pass :func:`model_and_test_segment_key`.
         rec_filter_func: ``rec_filter_func(recorder) -> bool``; keep only true ones.
         artifacts_path: ``{artifact_key: artifact path}``; the key :attr:`ART_KEY_RAW`
             collects the recorder itself.

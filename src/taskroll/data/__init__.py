@@ -34,7 +34,7 @@ from taskroll.data.processors import (
     RobustZScoreNorm,
     ZScoreNorm,
 )
-from taskroll.data.qlib_data import (
+from taskroll.data.qlib_bin import (
     QlibDataLoader,
     read_qlib_calendar,
     read_qlib_feature,

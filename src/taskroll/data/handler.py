@@ -37,7 +37,7 @@ from taskroll.data.features import (
 )
 from taskroll.data.loader import DataLoader, slice_panel
 from taskroll.data.processors import CSZScoreNorm, DropnaLabel, Processor
-from taskroll.data.qlib_data import NO_DATA_HINT, QlibDataLoader
+from taskroll.data.qlib_bin import NO_DATA_HINT, QlibDataLoader
 from taskroll.data.quality import DataQualityReport
 from taskroll.errors import DataError, TaskConfigError
 from taskroll.task.spec import init_instance_by_config
@@ -358,7 +358,7 @@ class Alpha158(DataHandlerLP):
         fit_end_time: Last date of the processors' fit range.
         data_loader: A bar loader or its cfg. Without one, the Qlib data folder of
             ``taskroll.init(provider_uri=...)`` is read (a
-            :class:`~taskroll.data.qlib_data.QlibDataLoader` of ``instruments``); with no
+            :class:`~taskroll.data.qlib_bin.QlibDataLoader` of ``instruments``); with no
             folder configured either, :class:`~taskroll.errors.DataError` says how to point
             taskroll at data (there is no silent synthetic default: pass
             ``{"class": "SyntheticLoader"}`` for demos).

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from taskroll.collect.collector import Collector, RecorderCollector
+from taskroll.collect.collector import Collector, RecorderCollector, model_and_test_segment_key
 from taskroll.collect.group import RollingGroup
 from taskroll.online.models import CHAIN_FIELD, chain_key, model_class
 from taskroll.online.tool import OnlineToolR
@@ -249,7 +249,9 @@ class RollingStrategy(OnlineStrategy):
 
         Args:
             process_list: Default ``[RollingGroup()]``: one merged prediction per model.
-            rec_key_func: Default ``(model class, test segment)``.
+            rec_key_func: Default ``(model class, test segment)``
+                (:func:`~taskroll.collect.collector.model_and_test_segment_key`, as Qlib's
+                ``RollingStrategy``).
             rec_filter_func: Keep only recorders for which it is true.
             artifacts_key: Artifacts to collect (default ``pred``).
             **kwargs: More :class:`RecorderCollector` arguments (e.g. ``experiment`` to
@@ -257,6 +259,7 @@ class RollingStrategy(OnlineStrategy):
         """
         processors = [RollingGroup()] if process_list is None else list(process_list)
         experiment = kwargs.pop("experiment", self.exp_name)
-        return RecorderCollector(experiment, process_list=processors, rec_key_func=rec_key_func,
+        return RecorderCollector(experiment, process_list=processors,
+                                 rec_key_func=rec_key_func or model_and_test_segment_key,
                                  rec_filter_func=rec_filter_func, artifacts_key=artifacts_key,
                                  **kwargs)

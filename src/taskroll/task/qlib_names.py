@@ -117,7 +117,7 @@ def _loaders() -> dict[tuple[str, str], StandIn]:
     # taskroll does not evaluate; taskroll's loader of a Qlib folder serves the bars
     table["QlibDataLoader"] = StandIn(None, reason=(
         "Qlib's QlibDataLoader computes field expressions, which taskroll does not evaluate; "
-        "taskroll's QlibDataLoader ('taskroll.data.qlib_data', kwargs provider_uri, freq, "
+        "taskroll's QlibDataLoader ('taskroll.data.qlib_bin', kwargs provider_uri, freq, "
         "universe) serves a Qlib folder's bars to handlers such as Alpha158, and a handler "
         "without a data_loader reads taskroll.init(provider_uri=...)"))
     return {("qlib.data.dataset.loader", name): entry for name, entry in table.items()}

@@ -140,6 +140,9 @@ def _log_data_quality(recorder: Recorder, dataset: Any) -> None:
 
 def _exe_task(task_config: Mapping[str, Any]) -> None:
     recorder = R.get_recorder()
+    # Qlib's path placeholders (e.g. "<dataset.kwargs.segments.train.0>") are filled
+    # before anything is built; <MODEL> and <DATASET> stay for the records
+    task_config = fill_placeholder(dict(task_config), {})
     model = init_instance_by_config(task_config["model"], where="task.model")
     dataset = init_instance_by_config(task_config["dataset"], where="task.dataset")
     _log_data_quality(recorder, dataset)
