@@ -8,7 +8,7 @@ test:
 	bash scripts/test.sh
 
 check:
-	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff check src tests benchmarks examples
 	.venv/bin/mypy
 
 bench:

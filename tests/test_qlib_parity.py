@@ -417,3 +417,21 @@ def test_cli_reset_status(capsys: pytest.CaptureFixture[str], pool_url: str) -> 
     assert status == 2 and "no waiting task matches" in err
     status, out, _ = run_cli(capsys, pool_url, "-t", "p", "fetch_task", "--status", "part_done")
     assert status == 0 and json.loads(out)["status"] == "running"
+
+
+# -- TimeAdjuster keeps Qlib's positional meaning ---------------------------------------------
+
+def test_time_adjuster_positional_arguments_as_qlib() -> None:
+    from taskroll.task.calendar import TimeAdjuster
+
+    days = pd.bdate_range("2020-01-01", "2020-03-31")
+    qlib_style = TimeAdjuster(True, "2020-02-28", calendar=days)  # (future, end_time)
+    assert qlib_style.cals[-1] == pd.Timestamp("2020-02-28")
+    assert TimeAdjuster(False, calendar=days).cals.equals(days)  # all before today
+    future = pd.bdate_range(pd.Timestamp.now().normalize() - pd.Timedelta(days=10), periods=30)
+    past_only = TimeAdjuster(False, calendar=future)
+    assert past_only.cals.max() <= pd.Timestamp.now().normalize() < future.max()
+    assert TimeAdjuster(days).cals.equals(days)  # taskroll's short form still works
+    assert TimeAdjuster(days, "2020-01-31").cals[-1] == pd.Timestamp("2020-01-31")
+    with pytest.raises(TypeError, match="twice"):
+        TimeAdjuster(days, calendar=days)

@@ -307,24 +307,36 @@ class TimeAdjuster:
     last calendar day on or before it. ``None`` is an unbounded point and passes
     through alignment and shifting unchanged.
 
+    The positional arguments keep Qlib's meaning, ``TimeAdjuster(future, end_time)``;
+    the calendar is the keyword ``calendar``. taskroll's own short form
+    ``TimeAdjuster(calendar_source)`` still works: a first argument that is not a bool
+    is taken as the calendar.
+
     Args:
+        future: Qlib's flag for including days after the last data day. Here
+            ``False`` drops the days after today; ``True`` (default) keeps them.
+        end_time: Optional last day kept (see :meth:`set_end_time`).
         calendar: A ``TimeAdjuster`` (its days are shared), or any :func:`load_calendar`
             source; ``None`` gives :func:`default_calendar` (the configured Qlib data
             folder's calendar, else the region's exchange calendar, else a weekday calendar
             2000-01-01..2035-12-31).
-        future: Qlib's flag for including days after the last data day. Here
-            ``False`` drops the days after today; ``True`` (default) keeps them.
-        end_time: Optional last day kept (see :meth:`set_end_time`).
 
     Raises:
         CalendarError: When the calendar cannot be loaded or is empty.
+        TypeError: When a calendar is given both first and as ``calendar``.
     """
 
     SHIFT_SD = "sliding"
     SHIFT_EX = "expanding"
 
-    def __init__(self, calendar: Any = None, future: bool = True,
-                 end_time: DateLike | None = None) -> None:
+    def __init__(self, future: Any = True, end_time: DateLike | None = None,
+                 calendar: Any = None) -> None:
+        if not isinstance(future, (bool, np.bool_)):  # taskroll's TimeAdjuster(calendar)
+            if calendar is not None:
+                raise TypeError("TimeAdjuster: the calendar is given twice (first argument "
+                                "and calendar=); the first argument is Qlib's future flag")
+            calendar, future = future, True
+        future = bool(future)
         if isinstance(calendar, TimeAdjuster):
             full = calendar._full_cals
         elif calendar is None:
