@@ -122,24 +122,25 @@ def test_bad_init_arguments_raise_and_change_nothing(isolated_settings: config.S
 
 
 def qlib_documentation_task(instruments: Any = "csi300") -> dict[str, Any]:
-    """A task dict as Qlib's documentation writes one: the handler has no data_loader."""
+    """A task dict as Qlib's documentation writes one: Qlib's module paths and path
+    placeholders, and a handler with no data_loader (the data come from provider_uri)."""
     return {
-        "model": {"class": "LinearModel", "module_path": "taskroll.models.linear",
-                  "kwargs": {"alpha": 1.0}},
+        "model": {"class": "LinearModel", "module_path": "qlib.contrib.model.linear",
+                  "kwargs": {"estimator": "ridge", "alpha": 1.0}},
         "dataset": {
-            "class": "DatasetH", "module_path": "taskroll.data.dataset",
+            "class": "DatasetH", "module_path": "qlib.data.dataset",
             "kwargs": {
-                "handler": {"class": "Alpha158", "module_path": "taskroll.data.handler",
+                "handler": {"class": "Alpha158", "module_path": "qlib.contrib.data.handler",
                             "kwargs": {"start_time": "2018-01-01", "end_time": "2020-06-30",
-                                       "fit_start_time": "2018-01-01",
-                                       "fit_end_time": "2019-06-30",
-                                       "instruments": instruments, "windows": [5, 10]}},
+                                       "fit_start_time": "<dataset.kwargs.segments.train.0>",
+                                       "fit_end_time": "<dataset.kwargs.segments.train.1>",
+                                       "instruments": instruments}},
                 "segments": {"train": ("2018-01-01", "2019-06-30"),
                              "valid": ("2019-07-01", "2019-12-31"),
                              "test": ("2020-01-01", "2020-06-30")},
             },
         },
-        "record": [{"class": "SignalRecord", "module_path": "taskroll.train.record",
+        "record": [{"class": "SignalRecord", "module_path": "qlib.workflow.record_temp",
                     "kwargs": {"model": "<MODEL>", "dataset": "<DATASET>"}}],
     }
 

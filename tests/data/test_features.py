@@ -166,5 +166,15 @@ def test_row_order_does_not_matter(bars: pd.DataFrame) -> None:
 
 
 def test_missing_bar_column_raises(bars: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match="vwap"):
-        compute_alpha158(bars.drop(columns="vwap"))
+    with pytest.raises(DataError, match="volume"):
+        compute_alpha158(bars.drop(columns="volume"))
+
+
+def test_without_vwap_only_vwap0_is_missing(bars: pd.DataFrame) -> None:
+    """Qlib data collected without vwap: VWAP0 is NaN (as Qlib's), every other column
+    is unchanged, and no bar becomes invalid for lack of it."""
+    full = compute_alpha158(bars, windows=(5,), dtype=np.float64)
+    without = compute_alpha158(bars.drop(columns="vwap"), windows=(5,), dtype=np.float64)
+    assert without[("feature", "VWAP0")].isna().all()
+    others = [column for column in full.columns if column != ("feature", "VWAP0")]
+    pd.testing.assert_frame_equal(without[others], full[others])

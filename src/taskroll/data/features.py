@@ -41,7 +41,11 @@ ROLLING_OPERATORS: tuple[str, ...] = (
     "IMAX", "IMIN", "IMXD", "CORR", "CORD", "CNTP", "CNTN", "CNTD", "SUMP", "SUMN", "SUMD",
     "VMA", "VSTD", "WVMA", "VSUMP", "VSUMN", "VSUMD",
 )
-REQUIRED_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "vwap")
+REQUIRED_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+"""Bar columns Alpha158 needs."""
+OPTIONAL_COLUMNS: tuple[str, ...] = ("vwap",)
+"""Bar columns Alpha158 reads when present: without ``vwap`` (e.g. Qlib data collected
+from Yahoo) ``VWAP0`` is NaN, as Qlib's ``$vwap/$close`` of a missing field."""
 LABEL_NAME = "LABEL0"
 LABEL_HORIZON = 2
 """Trading days Alpha158's default label looks ahead: ``Ref($close, -2) / Ref($close, -1) - 1``."""
@@ -371,7 +375,7 @@ def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOW
 
     Args:
         bars: A panel indexed by ``(datetime, instrument)`` with columns
-            ``open, high, low, close, volume, vwap``.
+            ``open, high, low, close, volume`` and, when there is one, ``vwap``.
         windows: Rolling windows.
         rolling_operators: Rolling operators to include (default: all 29).
         dtype: Float type of the result (float32 by default, as Qlib).
@@ -416,13 +420,16 @@ def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOW
 def _valid_bars(bars: pd.DataFrame) -> dict[str, np.ndarray]:
     """The required bar columns as float arrays, every invalid bar (the rule of
     :func:`~taskroll.data.quality.clean_bars`) set to NaN, so raw frames are safe too."""
-    values = {name: bars[name].to_numpy(dtype=float) for name in REQUIRED_COLUMNS}
+    values = {name: bars[name].to_numpy(dtype=float)
+              for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if name in bars.columns}
     valid = np.ones(len(bars), dtype=bool)
     for column in values.values():
         valid &= valid_values(column)
-    if valid.all():
-        return values
-    return {name: np.where(valid, column, np.nan) for name, column in values.items()}
+    if not valid.all():
+        values = {name: np.where(valid, column, np.nan) for name, column in values.items()}
+    for name in OPTIONAL_COLUMNS:
+        values.setdefault(name, np.full(len(bars), np.nan))
+    return values
 
 
 def _kbar_and_price(price: dict[str, np.ndarray]) -> list[np.ndarray]:
