@@ -37,9 +37,7 @@ TYPE_CHECKING_KIND = "type_checking"
 #: place; every entry must still exist (remove it when its import goes).
 #: ``taskroll.train.record.PortAnaRecord`` (Qlib's ``qlib.workflow.record_temp``) resolves
 #: through ``record.__getattr__`` to ``port_record.py``, which imports ``record``.
-ALLOWED_DEFERRED_CYCLE_EDGES = {
-    ("taskroll.train.record", "taskroll.train.port_record"),
-}
+ALLOWED_DEFERRED_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from taskroll.errors import TaskConfigError
 
@@ -124,6 +122,9 @@ def cumulative_return_png(report: pd.DataFrame, title: str = "cumulative return"
     Returns:
         The PNG bytes.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only when plotting
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(9, 4.5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)

@@ -50,7 +50,7 @@ from taskroll.backtest.report import (
 from taskroll.backtest.simulator import backtest_daily
 from taskroll.backtest.strategy import TopkDropoutStrategy
 from taskroll.errors import DataError, RecorderError, TaskConfigError
-from taskroll.train.record import RecordTemp, SignalRecord
+from taskroll.train.record_base import RecordTemp, SignalRecord
 from taskroll.train.recorder import Recorder
 
 _logger = logging.getLogger(__name__)
