@@ -145,3 +145,29 @@ def test_readme_daily_jobs_run_real_commands() -> None:
         assert command[0] == "taskroll"
         arguments = parser.parse_args(command[1:])
         assert (arguments.command, arguments.online_command) == ("online", "routine")
+
+
+def test_simulate_on_a_qlib_data_folder(tmp_path: Path, isolated_settings: Settings,
+                                        online_market: tuple[Path, pd.DatetimeIndex],
+                                        online_template: Callable[[], dict[str, Any]],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """provider_uri in the YAML (relative to it): the handler and the calendar read it."""
+    from taskroll.data import write_qlib_data
+
+    market_path, calendar = online_market
+    write_qlib_data(pd.read_parquet(market_path), tmp_path / "qlib_data")
+    template = json.loads(json.dumps(online_template()))
+    del template["dataset"]["kwargs"]["handler"]["kwargs"]["data_loader"]
+    config = {"experiment": "qlib_folder", "provider_uri": "qlib_data", "region": "cn",
+              "task_url": f"sqlite:///{tmp_path / 'tasks.db'}",
+              "tracking_uri": f"sqlite:///{tmp_path / 'mlruns.db'}",
+              "begin_time": "2019-08-01", "rolling": {"step": 20},
+              "task_template": template}
+    path = tmp_path / "online.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["online", "simulate", "--config", str(path), "--end-time", "2019-08-09",
+                 "--output", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    signals = pd.read_parquet(tmp_path / "out" / "signals.parquet")
+    days = signals.index.get_level_values("datetime").unique()
+    assert list(days) == list(calendar[(calendar >= pd.Timestamp("2019-07-01"))
+                                       & (calendar <= pd.Timestamp("2019-08-09"))])

@@ -19,6 +19,7 @@ Example ``online.yaml`` (relative paths are read from the config's folder)::
     trainer: TrainerRM                    # TrainerR | TrainerRM | DelayTrainerR | DelayTrainerRM
     task_pool: rolling_linear_pool        # optional, for the pool trainers
     # task_db_name, artifact_root: optional, passed to taskroll.init
+    # provider_uri: ~/.qlib/qlib_data/cn_data    # optional: a Qlib data folder (and region: cn)
     begin_time: 2019-08-01
     report: {topk: 50}                    # optional, for `online report`
     rolling:
@@ -137,7 +138,9 @@ def build_manager(config: Mapping[str, Any], begin_time: Any = None) -> OnlineMa
     """
     taskroll.init(task_url=config.get("task_url"), tracking_uri=config.get("tracking_uri"),
                   task_db_name=config.get("task_db_name"),
-                  artifact_root=config.get("artifact_root"))
+                  artifact_root=config.get("artifact_root"),
+                  provider_uri=config.get("provider_uri"),
+                  region=config.get("region"))
     rolling = config["rolling"]
     rtype = rolling.get("rtype", "expanding")
     types = {"expanding": RollingGen.ROLL_EX, "sliding": RollingGen.ROLL_SD}

@@ -94,4 +94,6 @@ def load_config(path: Path) -> dict[str, Any]:
     config["task_template"] = _resolve_paths(config["task_template"], base)
     rolling = config["rolling"]
     config["rolling"] = {**rolling, "calendar": _resolve(rolling.get("calendar"), base)}
+    if config.get("provider_uri") is not None:
+        config["provider_uri"] = _resolve(config["provider_uri"], base)
     return config

@@ -15,6 +15,7 @@ later. The schema (``null`` is accepted only where said)::
         allow_label_leak  true | false
         refit_per_roll    true | false
     task_url, tracking_uri, task_db_name, artifact_root, task_pool   string or null
+    provider_uri, region   string or null (a Qlib data folder; "cn" or "us")
     trainer         TrainerR | TrainerRM | DelayTrainerR | DelayTrainerRM, or a mapping
                     with ``class`` (required) and ``task_pool``
     begin_time      a date or null
@@ -49,9 +50,11 @@ TRAINERS = ("TrainerR", "TrainerRM", "DelayTrainerR", "DelayTrainerRM")
 """The trainer names an online config may choose."""
 
 _TOP_KEYS = ("experiment", "task_template", "rolling", "task_url", "tracking_uri",
+             "provider_uri", "region",
              "task_db_name", "artifact_root", "trainer", "task_pool", "begin_time",
              "report")
-_TEXT_KEYS = ("task_url", "tracking_uri", "task_db_name", "artifact_root", "task_pool")
+_TEXT_KEYS = ("task_url", "tracking_uri", "task_db_name", "artifact_root", "task_pool",
+              "provider_uri", "region")
 _ROLLING_KEYS = ("step", "rtype", "calendar", "trunc_days", "label_horizon",
                  "allow_label_leak", "refit_per_roll")
 _TEMPLATE_KEYS = ("model", "dataset", "record", "reweighter")
