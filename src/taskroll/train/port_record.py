@@ -225,14 +225,9 @@ class PortAnaRecord(RecordTemp):
             TaskConfigError: For a config the bars cannot serve (e.g. unknown benchmark).
             DataError: When no prices can be found.
         """
-        if self.skip_existing:
-            try:
-                self.check(include_self=True, parents=False)
-            except FileNotFoundError:
-                pass
-            else:
-                _logger.info("PortAnaRecord: results exist in run %s, skipped", self.recorder.id)
-                return
+        if self.skip_existing and self.results_exist():
+            _logger.info("PortAnaRecord: results exist in run %s, skipped", self.recorder.id)
+            return
         try:
             pred = self.load("pred.pkl")
         except RecorderError as error:

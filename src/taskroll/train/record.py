@@ -156,14 +156,9 @@ class SigAnaRecord(RecordTemp):
         Raises:
             FileNotFoundError: When ``pred.pkl`` or ``label.pkl`` is missing.
         """
-        if self.skip_existing:
-            try:
-                self.check(include_self=True, parents=False)
-            except FileNotFoundError:
-                pass
-            else:
-                _logger.info("SigAnaRecord: results exist in run %s, skipped", self.recorder.id)
-                return
+        if self.skip_existing and self.results_exist():
+            _logger.info("SigAnaRecord: results exist in run %s, skipped", self.recorder.id)
+            return
         if label is None:
             self.check()
             label = self.load("label.pkl")

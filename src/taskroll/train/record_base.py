@@ -84,6 +84,14 @@ class RecordTemp:
         proxy.__class__ = dependency
         return proxy
 
+    def results_exist(self) -> bool:
+        """Whether this record's own artifacts are all in the run (for ``skip_existing``)."""
+        try:
+            self.check(include_self=True, parents=False)
+        except FileNotFoundError:
+            return False
+        return True
+
     def check(self, include_self: bool = False, parents: bool = True) -> None:
         """Check that the artifacts this record needs exist.
 
