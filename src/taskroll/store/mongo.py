@@ -17,10 +17,14 @@ Schema, in database ``db_name`` (Qlib's ``task_db_name``)::
 ``seq`` comes from a per-pool counter taken at insert time, so it orders tasks by
 creation like SQLite's rowid (``created`` has the server clock's millisecond
 resolution and ties within one call). Payloads are ``str`` (json) or BSON binary
-(pickle). Times are float seconds read from the server (``hello``'s ``localTime``) just
-before the write that needs them: update pipelines with ``$$NOW`` would do it in one
-round trip, but the nx-27017 test server lacks them, and a real MongoDB gives the same
-clock either way.
+(pickle). Times are float seconds on the server's clock without a round trip of their
+own: the offset between the server clock (``hello``'s ``localTime``) and the local one is
+measured once per client (per process, and again after a reconnect), refreshed every
+:data:`CLOCK_REFRESH_SECONDS`, and a write stamps local time plus that offset. Update
+pipelines with ``$$NOW`` would let the server stamp its own time, but the nx-27017 test
+server has no pipelines (a write using them fails there), so one code path serves both.
+:meth:`MongoStore.now` always asks the server. A claim is thus one command and a commit
+one more; reaping is a separate ``find`` that the manager runs at most once a second.
 
 A fetch is one ``find_one_and_update`` (sorted by priority, then seq), tagged with a
 fresh ``claim`` token: when the reply is lost (server restarted after applying it; a
@@ -37,14 +41,15 @@ ids found (each write still guarded in the database).
 
 Connections: one ``MongoClient`` per process (pooled, thread-safe). Network errors
 (``AutoReconnect``: server restarted, failover) are retried with backoff for up to
-``retry_seconds`` (:class:`taskroll.store.retry.Backoff`); a retried insert reports ids
-it had already inserted as existing.
+``retry_seconds`` (:func:`taskroll.store.retry.retry_while_unreachable`); a retried
+insert reports ids it had already inserted as existing.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -54,7 +59,7 @@ from taskroll.errors import StoreError, require
 from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
 from taskroll.store.mongo_query import Filter, MongoQuery
 from taskroll.store.query import Condition
-from taskroll.store.retry import Backoff
+from taskroll.store.retry import ServerUnreachable, retry_while_unreachable
 from taskroll.store.urls import mask_url
 from taskroll.store.values import (
     check_claim,
@@ -68,6 +73,8 @@ from taskroll.store.values import (
 Result = TypeVar("Result")
 
 COUNTERS = "_taskroll_counters"
+#: Seconds a measured offset to the server clock is used before it is measured again.
+CLOCK_REFRESH_SECONDS = 60.0
 _INTERNAL_PREFIXES = ("_taskroll", "system.")
 _PAGE = 1000
 
@@ -86,7 +93,8 @@ class MongoStore(TaskStore):
     scheme = "mongodb"
 
     def __init__(self, url: str, db_name: str = "taskroll", retry_seconds: float = 30.0,
-                 server_selection_timeout_ms: int = 5000) -> None:
+                 server_selection_timeout_ms: int = 5000,
+                 client_options: Mapping[str, Any] | None = None) -> None:
         """Connect and check that the server answers.
 
         Args:
@@ -94,6 +102,8 @@ class MongoStore(TaskStore):
             db_name: Database holding the pools (Qlib's ``task_db_name``).
             retry_seconds: How long an operation keeps retrying network errors before failing.
             server_selection_timeout_ms: How long one attempt waits for a usable server.
+            client_options: More keyword arguments for ``MongoClient`` (e.g. TLS settings,
+                ``event_listeners``).
 
         Raises:
             MissingDependencyError: When pymongo is not installed.
@@ -110,8 +120,11 @@ class MongoStore(TaskStore):
         self._secrets = [secret for secret in {password, unquote(password)} if secret]
         self.retry_seconds = retry_seconds
         self.server_selection_timeout_ms = server_selection_timeout_ms
+        self.client_options = dict(client_options or {})
         self._lock = threading.Lock()
         self._clients: dict[int, Any] = {}
+        # per process: (server clock - local clock, time.monotonic() when measured)
+        self._offsets: dict[int, tuple[float, float]] = {}
         self._ready_pools: set[str] = set()
         self._closed = False
         self._run(lambda: self._database().command("ping"))
@@ -139,7 +152,7 @@ class MongoStore(TaskStore):
             if client is None:
                 client = self._pymongo.MongoClient(
                     self.url, serverSelectionTimeoutMS=self.server_selection_timeout_ms,
-                    tz_aware=True, appname="taskroll", connect=False,
+                    tz_aware=True, appname="taskroll", connect=False, **self.client_options,
                 )
                 self._clients[pid] = client
         return client[self.db_name]
@@ -147,26 +160,43 @@ class MongoStore(TaskStore):
     def _run(self, operation: Callable[..., Result], *arguments: Any) -> Result:
         """Run ``operation(*arguments)``, retrying network errors for ``retry_seconds``."""
         errors = self._pymongo.errors
-        backoff = Backoff(self.retry_seconds)
-        while True:
+
+        def attempt() -> Result:
             try:
                 return operation(*arguments)
             except errors.AutoReconnect as error:
-                backoff.wait(error, f"cannot reach the MongoDB task store {self.safe_url}: "
-                                    f"{self._scrub(str(error))}")
+                with self._lock:  # the server may have changed (failover): measure again
+                    self._offsets.pop(os.getpid(), None)
+                raise ServerUnreachable(f"cannot reach the MongoDB task store {self.safe_url}: "
+                                        f"{self._scrub(str(error))}") from error
             except (errors.PyMongoError, errors.InvalidName, errors.InvalidDocument,
                     OverflowError) as error:  # BSON cannot hold the value (e.g. int > 2**63)
                 raise StoreError(
                     f"MongoDB task store {self.safe_url}: {self._scrub(str(error))}"
                 ) from error
+        return retry_while_unreachable(attempt, self.retry_seconds)
 
-    def _clock(self) -> float:
+    def _server_clock(self) -> float:
+        """Ask the server for its clock (one ``hello``) and remember the offset to ours."""
         database = self._database()
+        before = time.time()
         try:
             reply = database.command("hello")
         except self._pymongo.errors.OperationFailure:
             reply = database.command("isMaster")
-        return float(reply["localTime"].timestamp())
+        after = time.time()
+        server = float(reply["localTime"].timestamp())
+        with self._lock:
+            self._offsets[os.getpid()] = (server - (before + after) / 2, time.monotonic())
+        return server
+
+    def _clock(self) -> float:
+        """The server clock without a round trip: local time plus the measured offset."""
+        with self._lock:
+            measured = self._offsets.get(os.getpid())
+        if measured is None or time.monotonic() - measured[1] >= CLOCK_REFRESH_SECONDS:
+            return self._server_clock()
+        return time.time() + measured[0]
 
     def _collection(self, pool: str) -> Any:
         check_pool(pool)
@@ -449,8 +479,8 @@ class MongoStore(TaskStore):
         return {row["_id"]: int(row["count"]) for row in rows}
 
     def now(self) -> float:
-        """Return the server's clock as UNIX seconds (millisecond resolution)."""
-        return self._run(self._clock)
+        """Return the server's clock as UNIX seconds (millisecond resolution), asking it."""
+        return self._run(self._server_clock)
 
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:

@@ -35,8 +35,12 @@ of :func:`taskroll.store.query.matches` (JSON types kept apart: ``true`` is not 
 Connections: a small pool per process (threads such as a worker's heartbeat borrow one
 per operation), autocommit. When the server goes away (restart, failover) broken
 connections are dropped and the operation is retried with backoff for up to
-``retry_seconds`` (:class:`taskroll.store.retry.Backoff`). Passwords never appear in
-``repr`` or error messages.
+``retry_seconds`` (:func:`taskroll.store.retry.retry_while_unreachable`). Passwords never
+appear in ``repr`` or error messages.
+
+Round trips: a claim is one statement (the ``UPDATE ... RETURNING`` above) and a commit
+one (``UPDATE``, times stamped by the server in the statement); a reap is one more
+statement, which the manager runs at most once a second.
 """
 
 from __future__ import annotations
@@ -51,10 +55,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from taskroll.errors import StoreError, require
-from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore, read_in_pages
+from taskroll.store.base import (
+    NOW,
+    RECORD_FIELDS,
+    WRITABLE_FIELDS,
+    Record,
+    TaskStore,
+    check_claim_count,
+    read_in_pages,
+)
 from taskroll.store.postgres_query import Fragment, Translator
 from taskroll.store.query import Condition
-from taskroll.store.retry import Backoff
+from taskroll.store.retry import ServerUnreachable, retry_while_unreachable
 from taskroll.store.urls import mask_url
 from taskroll.store.values import (
     check_claim,
@@ -134,7 +146,7 @@ class PostgresStore(TaskStore):
     scheme = "postgresql"
 
     def __init__(self, url: str, retry_seconds: float = 30.0, connect_timeout: int = 10,
-                 max_idle: int = 4) -> None:
+                 max_idle: int = 4, connect_options: Mapping[str, Any] | None = None) -> None:
         """Connect and create the schema if needed.
 
         Args:
@@ -143,6 +155,8 @@ class PostgresStore(TaskStore):
                 unreachable (e.g. restarting) before it fails.
             connect_timeout: Seconds one connection attempt may take.
             max_idle: Connections kept open for reuse between operations.
+            connect_options: More keyword arguments for ``psycopg.connect`` (e.g.
+                ``sslmode``, ``cursor_factory``).
 
         Raises:
             MissingDependencyError: When psycopg is not installed.
@@ -160,6 +174,7 @@ class PostgresStore(TaskStore):
         self.retry_seconds = retry_seconds
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
+        self.connect_options = dict(connect_options or {})
         self._lock = threading.Lock()
         self._idle: list[Connection[Any]] = []
         self._inherited: list[Connection[Any]] = []
@@ -194,7 +209,7 @@ class PostgresStore(TaskStore):
                     return connection
         return cast("Connection[Any]", self._psycopg.connect(
             self.url, autocommit=True, connect_timeout=self.connect_timeout,
-            application_name="taskroll"))
+            application_name="taskroll", **self.connect_options))
 
     def _release(self, connection: Connection[Any], healthy: bool) -> None:
         """Keep a healthy, idle connection for reuse (up to ``max_idle``); close others."""
@@ -211,8 +226,8 @@ class PostgresStore(TaskStore):
     def _run(self, operation: Callable[[Connection[Any]], Result]) -> Result:
         """Run ``operation`` on a pooled connection, reconnecting while the server is away."""
         psycopg = self._psycopg
-        backoff = Backoff(self.retry_seconds)
-        while True:
+
+        def attempt() -> Result:
             connection: Connection[Any] | None = None
             healthy = False
             try:
@@ -231,8 +246,9 @@ class PostgresStore(TaskStore):
                     stale, self._idle = self._idle, []
                 for item in stale:
                     self._release(item, healthy=False)
-                backoff.wait(error, f"cannot reach the PostgreSQL task store {self.safe_url}: "
-                                    f"{self._scrub(str(error))}")
+                raise ServerUnreachable(
+                    f"cannot reach the PostgreSQL task store {self.safe_url}: "
+                    f"{self._scrub(str(error))}") from error
             except psycopg.Error as error:
                 healthy = True  # a failed statement leaves an autocommit connection usable
                 raise StoreError(
@@ -241,6 +257,7 @@ class PostgresStore(TaskStore):
             finally:
                 if connection is not None:
                     self._release(connection, healthy)
+        return retry_while_unreachable(attempt, self.retry_seconds)
 
     def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         def operation(connection: Connection[Any]) -> list[Any]:
@@ -391,33 +408,55 @@ class PostgresStore(TaskStore):
         arrives, the retry first looks for a task carrying the token (the lost reply may
         have been a success) instead of claiming a second one.
         """
+        records = self._claim(pool, conditions, status, worker, lease_seconds, 1)
+        return records[0] if records else None
+
+    def fetch_many(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
+                   lease_seconds: float, count: int) -> list[Record]:
+        """Claim up to ``count`` matching tasks, best first, in one atomic statement.
+
+        Raises:
+            TaskConfigError: When ``count`` is not a whole number >= 1.
+        """
+        return self._claim(pool, conditions, status, worker, lease_seconds,
+                           check_claim_count(count))
+
+    def _claim(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
+               lease_seconds: float, count: int) -> list[Record]:
+        """One ``UPDATE ... RETURNING`` claiming up to ``count`` rows locked with SKIP LOCKED."""
         status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
         where, params = self._where(pool, conditions)
         token, sent = uuid.uuid4().hex, False
+        returning = ", ".join(f"task.{name}" for name in _COLUMNS)
 
         def operation(connection: Connection[Any]) -> list[Any]:
             nonlocal sent
             if sent:
                 rows = connection.execute(
-                    f"SELECT {_SELECT} FROM taskroll_tasks WHERE pool = %s "
-                    "AND status = 'running' AND worker = %s AND claim = %s",
-                    (pool, worker, token)).fetchall()
+                    f"SELECT {_SELECT} FROM taskroll_tasks AS task WHERE pool = %s "
+                    "AND status = 'running' AND worker = %s AND claim = %s "
+                    "ORDER BY priority DESC, seq", (pool, worker, token)).fetchall()
                 if rows:
                     return rows
             sent = True
+            # the chosen rows are materialised once, so each is locked and claimed once
             return connection.execute(
+                "WITH chosen AS MATERIALIZED (SELECT pool, id FROM taskroll_tasks "
+                f"WHERE {where} AND status = %s ORDER BY priority DESC, seq "
+                "LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE taskroll_tasks AS task SET status = 'running', worker = %s, "
                 f"started = {CLOCK}, lease_until = {CLOCK} + %s::float8, "
                 "attempts = task.attempts + 1, claimed_from = task.status, claim = %s "
-                "WHERE (task.pool, task.id) = (SELECT pool, id FROM taskroll_tasks "
-                f"WHERE {where} AND status = %s ORDER BY priority DESC, seq "
-                "LIMIT 1 FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {', '.join('task.' + name for name in _COLUMNS)}",
-                [worker, float(lease_seconds), token, *params, status],
+                "FROM chosen WHERE task.pool = chosen.pool AND task.id = chosen.id "
+                f"RETURNING {returning}, task.priority AS rank, task.seq",
+                [*params, status, count, worker, float(lease_seconds), token],
             ).fetchall()
 
         rows = self._run(operation)
-        return _to_record(rows[0]) if rows else None
+        if rows and len(rows[0]) > len(_COLUMNS):  # RETURNING has no order: sort as chosen
+            rows = [row[:len(_COLUMNS)] for row in sorted(rows, key=lambda row: (-row[-2],
+                                                                                  row[-1]))]
+        return [_to_record(row) for row in rows]
 
     def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
         """Extend the lease of a running task still owned by ``worker``."""

@@ -7,10 +7,14 @@ this is the one place that decides how long to wait between tries and when to gi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from taskroll.errors import StoreConnectionError
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "ServerUnreachable", "retry_while_unreachable"]
+
+Result = TypeVar("Result")
 
 
 class Backoff:
@@ -59,3 +63,38 @@ class Backoff:
             ) from error
         time.sleep(min(self._delay, max(self._deadline - now, 0.0)))
         self._delay = min(self._delay * 2, self.max_delay)
+
+
+class ServerUnreachable(Exception):
+    """Raised by one try of an operation when the server went away; the try is repeated.
+
+    Its text says what went wrong (already free of secrets); the driver's error is its
+    ``__cause__`` (``raise ServerUnreachable(...) from error``).
+    """
+
+
+def retry_while_unreachable(attempt: Callable[[], Result], retry_seconds: float) -> Result:
+    """Call ``attempt`` until it returns, repeating it with backoff while the server is away.
+
+    The one reconnect loop of the server-backed stores: each store's ``attempt`` runs the
+    operation once, turns a driver error meaning "server gone" (restart, failover, lost
+    connection) into :class:`ServerUnreachable`, and translates every other driver error
+    itself. Any other exception ends the loop at once.
+
+    Args:
+        attempt: One try of the operation.
+        retry_seconds: How long after the first failure the operation may keep retrying.
+
+    Returns:
+        What the first successful try returned.
+
+    Raises:
+        StoreConnectionError: When the server stayed away for ``retry_seconds``; chained to
+            the driver's last error.
+    """
+    backoff = Backoff(retry_seconds)
+    while True:
+        try:
+            return attempt()
+        except ServerUnreachable as gone:
+            backoff.wait(gone.__cause__ or gone, str(gone))
