@@ -5,6 +5,9 @@ PostgreSQL and MongoDB URLs come from ``TASKROLL_BENCH_POSTGRES_URL`` /
 ``TASKROLL_BENCH_MONGO_URL``; when unset, the test servers (a private PostgreSQL
 cluster, the nx-27017 MongoDB emulator) are started on loopback for the run.
 Every figure comes from this one run and is printed as a table with its target.
+Claim+commit is measured one task per claim and with ``--batch`` tasks per claim
+(``fetch_task(n=...)``, each task committed on its own), the way ``run_task(batch=...)``
+works for short tasks.
 """
 
 from __future__ import annotations
@@ -31,13 +34,19 @@ def noop(task_def: dict[str, Any]) -> None:
     return None
 
 
-def _claim_worker(url: str, pool: str, start: Any, counts: Any) -> None:
+def _claim_worker(url: str, pool: str, start: Any, counts: Any, batch: int) -> None:
     with TaskManager(pool, store=url) as manager:
         start.wait()
         done = 0
-        while (task := manager.fetch_task()) is not None:
-            manager.commit_task_res(task, None)
-            done += 1
+        if batch == 1:
+            while (task := manager.fetch_task()) is not None:
+                manager.commit_task_res(task, None)
+                done += 1
+        else:  # claim ``batch`` at once, commit each as it finishes (as run_task(batch=))
+            while tasks := manager.fetch_task(n=batch):
+                for task in tasks:
+                    manager.commit_task_res(task, None)
+                    done += 1
     counts.put(done)
 
 
@@ -53,12 +62,12 @@ def create_seconds(url: str, tasks: int) -> float:
     return elapsed
 
 
-def claim_rate(url: str, tasks: int, workers: int) -> float:
+def claim_rate(url: str, tasks: int, workers: int, batch: int = 1) -> float:
     pool = f"bench_{uuid.uuid4().hex[:8]}"
     with TaskManager(pool, store=url) as manager:
         manager.create_task([{"index": index} for index in range(tasks)])
         start, counts = CONTEXT.Event(), CONTEXT.Queue()
-        processes = [CONTEXT.Process(target=_claim_worker, args=(url, pool, start, counts))
+        processes = [CONTEXT.Process(target=_claim_worker, args=(url, pool, start, counts, batch))
                      for _ in range(workers)]
         for process in processes:
             process.start()
@@ -74,12 +83,12 @@ def claim_rate(url: str, tasks: int, workers: int) -> float:
     return tasks / elapsed
 
 
-def run_task_overhead_ms(url: str, tasks: int) -> tuple[float, float]:
+def run_task_overhead_ms(url: str, tasks: int, batch: int = 1) -> tuple[float, float]:
     pool = f"bench_{uuid.uuid4().hex[:8]}"
     with TaskManager(pool, store=url) as manager:
         manager.create_task([{"index": index} for index in range(tasks)])
         began = time.perf_counter()
-        run_task(noop, manager)
+        run_task(noop, manager, batch=batch)
         with_pool = time.perf_counter() - began
         began = time.perf_counter()
         for index in range(tasks):
@@ -122,6 +131,9 @@ def main() -> None:
                         help="claim+commit tasks on mongo (default --claim-tasks); the "
                              "nx-27017 emulator's claims slow down as its pool grows")
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="tasks per claim in the batched rows (fetch_task(n=), "
+                             "run_task(batch=)); 1 leaves them out")
     arguments = parser.parse_args()
     rows: list[tuple[str, str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as folder, \
@@ -135,20 +147,25 @@ def main() -> None:
             rows.append((name, f"create_task x{arguments.tasks}", f"{seconds:.3f} s", target,
                          f"{1.0 / seconds:.2f}x of target" if name == "sqlite" else ""))
             baseline = None
-            for workers in [int(value) for value in arguments.workers.split(",")]:
-                rate = claim_rate(url, claim_tasks, workers)
-                baseline = baseline or rate
-                target = ">= 5000/s" if (name == "sqlite" and workers == 2) else "-"
-                note = f"{rate / baseline:.2f}x of 1 worker"
-                if target != "-":
-                    note += f", {rate / 5000:.2f}x of target"
-                rows.append((name, f"claim+commit x{claim_tasks}, {workers} worker(s)",
-                             f"{rate:,.0f} tasks/s", target, note))
-            overhead, bare = run_task_overhead_ms(url, min(claim_tasks, 5000))
-            rows.append((name, f"run_task per task x{min(claim_tasks, 5000)}", f"{overhead:.3f} ms",
-                         "<= 2 ms" if name == "sqlite" else "-",
-                         f"bare loop {bare * 1000:.2f} us"
-                         + (f"; {overhead / 2:.2f}x of budget" if name == "sqlite" else "")))
+            batches = [1] if arguments.batch == 1 else [1, arguments.batch]
+            for batch in batches:
+                for workers in [int(value) for value in arguments.workers.split(",")]:
+                    rate = claim_rate(url, claim_tasks, workers, batch)
+                    baseline = baseline or rate
+                    target = ">= 5000/s" if (name == "sqlite" and workers == 2) else "-"
+                    note = f"{rate / baseline:.2f}x of 1 worker one at a time"
+                    if target != "-":
+                        note += f", {rate / 5000:.2f}x of target"
+                    claim = "" if batch == 1 else f", batch {batch}"
+                    rows.append((name, f"claim+commit x{claim_tasks}, {workers} worker(s){claim}",
+                                 f"{rate:,.0f} tasks/s", target, note))
+            for batch in batches:
+                count = min(claim_tasks, 5000)
+                overhead, bare = run_task_overhead_ms(url, count, batch)
+                rows.append((name, f"run_task per task x{count}, batch {batch}",
+                             f"{overhead:.3f} ms", "<= 2 ms" if name == "sqlite" else "-",
+                             f"bare loop {bare * 1000:.2f} us"
+                             + (f"; {overhead / 2:.2f}x of budget" if name == "sqlite" else "")))
     widths = [max(len(row[index]) for row in [("store", "measure", "value", "target", "ratio"),
                                                *rows]) for index in range(5)]
     header = ("store", "measure", "value", "target", "ratio")

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, overload
 
 from tqdm.auto import tqdm
 
@@ -34,7 +34,7 @@ from taskroll.manage_failure import (
 )
 from taskroll.status import Status, to_status
 from taskroll.store import NOW, Condition, TaskStore, open_store, parse_query
-from taskroll.store.base import Record
+from taskroll.store.base import Record, check_claim_count
 from taskroll.store.codec import decode, encode
 from taskroll.store.values import check_priority
 from taskroll.task.spec import normalise, task_id
@@ -269,35 +269,62 @@ class TaskManager:
         if time.monotonic() - self._last_reap >= min(1.0, self.lease_seconds / 4):
             self.reap()
 
+    @overload
     def fetch_task(self, query: Mapping[str, Any] | None = None,
-                   status: str = STATUS_WAITING) -> dict[str, Any] | None:
-        """Atomically claim one task in ``status`` (highest priority, then oldest).
+                   status: str = STATUS_WAITING, n: None = None) -> dict[str, Any] | None: ...
+
+    @overload
+    def fetch_task(self, query: Mapping[str, Any] | None = None,
+                   status: str = STATUS_WAITING, *, n: int) -> builtins.list[dict[str, Any]]: ...
+
+    def fetch_task(self, query: Mapping[str, Any] | None = None, status: str = STATUS_WAITING,
+                   n: int | None = None
+                   ) -> dict[str, Any] | builtins.list[dict[str, Any]] | None:
+        """Atomically claim one task in ``status`` (highest priority, then oldest), or ``n``.
 
         The task becomes ``running`` with a lease owned by this manager; renew it with
         :meth:`heartbeat` for work longer than ``lease_seconds``. A claimed task whose
         definition (or, from ``part_done``, result) cannot be decoded is a poison task: it
         goes to ``failed`` at once with kind ``undecodable`` and the next task is claimed.
 
+        With ``n``, up to ``n`` tasks are claimed at once (one statement on SQLite) and a
+        list is returned, best first, empty when none matches. Each has its own lease:
+        commit each as it finishes and keep heartbeating the ones not yet done (a worker
+        that dies leaves them to expire and come back). Choose ``n`` > 1 for short tasks
+        (milliseconds: claiming is then a large share of the work; e.g. 8-32) and leave it
+        unset for long ones (training), so idle workers can take the tasks one waits on.
+
         Returns:
-            The decoded task, or ``None`` when no task matches.
+            The decoded task, or ``None`` when no task matches; with ``n``, a list.
 
         Raises:
             QueryError: For a malformed query.
+            TaskConfigError: When ``n`` is not a whole number >= 1.
             StoreError: When the store fails.
         """
         conditions = [condition for condition in self._conditions(query)
                       if condition.field != "status"]
         status = to_status(status).value
+        count = None if n is None else check_claim_count(n)
         self._reap_now_and_then()
         while True:
-            record = self.store.fetch(self.task_pool, conditions, status, self.worker,
-                                      self.lease_seconds)
-            if record is None:
-                return None
-            try:
-                return self._decode_task(record)
-            except Exception as error:  # any decode failure makes the task poison
-                self._fail_undecodable(record, error)
+            if count is None:
+                record = self.store.fetch(self.task_pool, conditions, status, self.worker,
+                                          self.lease_seconds)
+                records = [] if record is None else [record]
+            else:
+                records = self.store.fetch_many(self.task_pool, conditions, status,
+                                                self.worker, self.lease_seconds, count)
+            if not records:
+                return None if count is None else []
+            tasks = []
+            for record in records:
+                try:
+                    tasks.append(self._decode_task(record))
+                except Exception as error:  # any decode failure makes the task poison
+                    self._fail_undecodable(record, error)
+            if tasks:
+                return tasks[0] if count is None else tasks
 
     def _fail_undecodable(self, record: Record, error: Exception) -> None:
         fields = failure_fields(f"cannot decode the stored task: {describe(error)}", UNDECODABLE,

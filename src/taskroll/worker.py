@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
 from taskroll.errors import StoreError, TaskConfigError
@@ -22,30 +22,39 @@ from taskroll.manage_checks import check_seconds
 from taskroll.manage_failure import STORE_ERROR, TASK_RAISED, Backoff, describe
 from taskroll.manage_pool import TaskManager
 from taskroll.status import to_status
+from taskroll.store.base import check_claim_count
 
 logger = logging.getLogger("taskroll.manage")
 
 
 class _Heartbeat:
-    """Renews the lease of the task being worked on from a background thread."""
+    """Renews, from one background thread, the leases of the claimed tasks not yet finished."""
 
-    def __init__(self, manager: TaskManager, task: Mapping[str, Any]) -> None:
-        self._manager, self._task = manager, task
+    def __init__(self, manager: TaskManager, tasks: Sequence[Mapping[str, Any]]) -> None:
+        self._manager = manager
+        self._pending = {str(task["_id"]): task for task in tasks}
+        self._guard = threading.Lock()
         self._stop = threading.Event()
-        self.lost = False
         self._thread = threading.Thread(target=self._run, name="taskroll-heartbeat", daemon=True)
+
+    def finished(self, task: Mapping[str, Any]) -> None:
+        """Stop renewing ``task``'s lease (it was committed, failed or given back)."""
+        with self._guard:
+            self._pending.pop(str(task["_id"]), None)
 
     def _run(self) -> None:
         interval = self._manager.lease_seconds / 3
         while not self._stop.wait(interval):
-            try:
-                if not self._manager.heartbeat(self._task):
-                    self.lost = True
-                    logger.warning("%s: lease on task %s was lost", self._manager,
-                                   self._task["_id"])
-                    return
-            except Exception as error:  # a heartbeat must never kill the worker; retry next tick
-                logger.warning("%s: heartbeat failed: %s", self._manager, describe(error))
+            with self._guard:
+                pending = list(self._pending.values())
+            for task in pending:
+                try:
+                    if not self._manager.heartbeat(task):
+                        self.finished(task)
+                        logger.warning("%s: lease on task %s was lost", self._manager,
+                                       task["_id"])
+                except Exception as error:  # a heartbeat must never kill the worker
+                    logger.warning("%s: heartbeat failed: %s", self._manager, describe(error))
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -73,7 +82,7 @@ def _record_failure(manager: TaskManager, task: Mapping[str, Any], error: BaseEx
 def _run_one(task_func: Callable[..., Any], manager: TaskManager, task: Mapping[str, Any],
              before: str, after: str, force_release: bool, backoff: Backoff,
              kwargs: Mapping[str, Any]) -> StoreError | None:
-    """Run one fetched task and record its outcome.
+    """Run one fetched task (its lease renewed by the caller) and record its outcome.
 
     Returns:
         The store error that outlasted the backoff while committing (the task was given
@@ -82,11 +91,10 @@ def _run_one(task_func: Callable[..., Any], manager: TaskManager, task: Mapping[
     logger.info("%s: running task %s", manager, task["_id"])
     param = task["def"] if before == TaskManager.STATUS_WAITING else task["res"]
     try:
-        with _Heartbeat(manager, task):
-            if force_release:
-                result = _call_in_fresh_process(task_func, param, kwargs)
-            else:
-                result = task_func(param, **kwargs)
+        if force_release:
+            result = _call_in_fresh_process(task_func, param, kwargs)
+        else:
+            result = task_func(param, **kwargs)
     except Exception as error:
         _record_failure(manager, task, error, before, TASK_RAISED, backoff)
         return None
@@ -101,12 +109,47 @@ def _run_one(task_func: Callable[..., Any], manager: TaskManager, task: Mapping[
     return None
 
 
+def _claim(manager: TaskManager, query: Mapping[str, Any] | None, before: str,
+           batch: int) -> list[dict[str, Any]]:
+    if batch == 1:  # the single claim every store serves in one command
+        task = manager.fetch_task(query=query, status=before)
+        return [] if task is None else [task]
+    return manager.fetch_task(query=query, status=before, n=batch)
+
+
+def _run_batch(task_func: Callable[..., Any], manager: TaskManager,
+               tasks: list[dict[str, Any]], before: str, after: str, force_release: bool,
+               backoff: Backoff, kwargs: Mapping[str, Any]) -> None:
+    """Run claimed tasks one after another, renewing the leases of those not yet done.
+
+    Raises:
+        StoreError: When a commit outlasted the backoff (the rest are given back first).
+        BaseException: Whatever stopped the loop; the unfinished tasks are given back.
+    """
+    unfinished = list(tasks)
+    with _Heartbeat(manager, tasks) as heartbeat:
+        try:
+            while unfinished:
+                task = unfinished[0]
+                store_error = _run_one(task_func, manager, task, before, after, force_release,
+                                       backoff, kwargs)
+                heartbeat.finished(unfinished.pop(0))
+                if store_error is not None:  # the store is down: stop rather than spin on it
+                    raise store_error
+        except (Exception, KeyboardInterrupt):
+            for task in unfinished:  # best effort: a task not given back returns at lease end
+                logger.info("Returning task %s before raising error", task["_id"])
+                with contextlib.suppress(Exception):
+                    manager.return_task(task, status=before)
+            raise
+
+
 def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
              query: Mapping[str, Any] | None = None, force_release: bool = False,
              before_status: str = TaskManager.STATUS_WAITING,
              after_status: str = TaskManager.STATUS_DONE, *, once: bool = False,
              backoff: Backoff | None = None, poll_interval: float | None = None,
-             **kwargs: Any) -> bool:
+             batch: int = 1, **kwargs: Any) -> bool:
     """Worker loop: fetch tasks in ``before_status`` and run ``task_func`` on each.
 
     ``task_func`` receives ``task["def"]`` for tasks coming from ``waiting`` and
@@ -120,7 +163,8 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
     failure) is retried with ``backoff``; when committing still fails, the task goes back
     with kind ``"store error"``, the attempt not counted, and the loop stops with the
     :class:`~taskroll.errors.StoreError` (a worker cannot work without its store). A
-    KeyboardInterrupt gives the task back and stops the loop.
+    KeyboardInterrupt gives the task back (with ``batch``, every claimed task not yet
+    finished) and stops the loop.
 
     When nothing is waiting, the loop keeps polling (every ``poll_interval`` seconds)
     while a matching task fetched from ``before_status`` runs under another worker's
@@ -139,14 +183,20 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
             up to 5 s, 8 tries).
         poll_interval: Seconds between polls while draining (default: a quarter of the
             lease, at most 1 s).
+        batch: Tasks claimed at once (:meth:`TaskManager.fetch_task` with ``n``), run one
+            after another, each committed as it finishes; the leases of those not yet run
+            are renewed meanwhile, and if the worker dies they expire and the tasks come
+            back. Choose 8-32 for short tasks (milliseconds), where claiming is a large
+            share of the work; keep 1 (the default) for long tasks such as training, so
+            that a claimed task never waits behind another while a worker is idle.
         **kwargs: Passed to ``task_func``.
 
     Returns:
         Whether any task was run.
 
     Raises:
-        TaskConfigError: When ``before_status`` is neither ``waiting`` nor ``part_done``, or
-            ``poll_interval`` is not a finite number > 0.
+        TaskConfigError: When ``before_status`` is neither ``waiting`` nor ``part_done``,
+            ``poll_interval`` is not a finite number > 0, or ``batch`` not a whole number >= 1.
         StoreError: When the store stays down through every retry.
     """
     before = to_status(before_status).value
@@ -155,31 +205,22 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
     after = to_status(after_status).value
     if poll_interval is not None:
         poll_interval = check_seconds(poll_interval, "poll_interval")
+    batch = check_claim_count(batch)
     backoff = backoff or Backoff()
     manager = task_pool if isinstance(task_pool, TaskManager) else TaskManager(task_pool)
     poll = poll_interval or max(0.05, min(1.0, manager.lease_seconds / 4))
     ever_run = False
     try:
         while True:
-            task = backoff.call(lambda: manager.fetch_task(query=query, status=before),
-                                "fetching a task")
-            if task is None:
+            tasks = backoff.call(lambda: _claim(manager, query, before, batch), "fetching tasks")
+            if not tasks:
                 if once or not backoff.call(lambda: manager.running_elsewhere(query, before),
                                             "counting running tasks"):
                     break
                 time.sleep(poll)
                 continue
-            try:
-                store_error = _run_one(task_func, manager, task, before, after, force_release,
-                                       backoff, kwargs)
-            except (Exception, KeyboardInterrupt):
-                logger.info("Returning task %s before raising error", task["_id"])
-                with contextlib.suppress(Exception):
-                    manager.return_task(task, status=before)
-                raise
+            _run_batch(task_func, manager, tasks, before, after, force_release, backoff, kwargs)
             ever_run = True
-            if store_error is not None:  # the store is down: stop rather than spin on it
-                raise store_error
     finally:
         if manager is not task_pool:
             manager.close()

@@ -26,7 +26,8 @@ Invariants every implementation must keep (checked by :mod:`taskroll.testing`):
 1. :meth:`insert_many` inserts each id at most once per pool, also under concurrent
    callers in several processes, and returns only the ids it inserted.
 2. :meth:`fetch` is one atomic conditional update: two concurrent fetches never
-   return the same task. Order: highest ``priority`` first, then oldest ``created``
+   return the same task (nor do two :meth:`fetch_many`, which claims in this order).
+   Order: highest ``priority`` first, then oldest ``created``
    (insertion order within one call).
 3. A fetch sets ``status=running``, ``worker``, ``started=now``,
    ``lease_until=now+lease_seconds``, ``attempts+=1``, ``claimed_from=<old status>``.
@@ -53,6 +54,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
+from taskroll.errors import TaskConfigError
 from taskroll.store.query import Condition
 
 
@@ -102,6 +104,18 @@ def read_in_pages(read_page: Callable[[int, int], Sequence[Sequence[Any]]], limi
         last_seq = rows[-1][0]
         if remaining is not None:
             remaining -= len(rows)
+
+
+def check_claim_count(count: int) -> int:
+    """Return ``count`` when it is a whole number >= 1 (how many tasks one claim may take).
+
+    Raises:
+        TaskConfigError: Otherwise.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise TaskConfigError(f"the number of tasks to claim must be a whole number >= 1, "
+                              f"got {count!r}")
+    return count
 
 
 class TaskStore(abc.ABC):
@@ -155,6 +169,26 @@ class TaskStore(abc.ABC):
     def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
               lease_seconds: float) -> Record | None:
         """Atomically claim the best matching task in ``status``; see invariants 2-3."""
+
+    def fetch_many(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
+                   lease_seconds: float, count: int) -> list[Record]:
+        """Claim up to ``count`` matching tasks in ``status``, best first; see invariants 2-3.
+
+        Each claimed task gets its own lease, renewed by :meth:`heartbeat` and reaped on
+        its own. This default claims one task at a time with :meth:`fetch` (so a store
+        need not override it); a store that can claim several in one atomic statement
+        overrides it.
+
+        Raises:
+            TaskConfigError: When ``count`` is not a whole number >= 1.
+        """
+        records: list[Record] = []
+        for _ in range(check_claim_count(count)):
+            record = self.fetch(pool, conditions, status, worker, lease_seconds)
+            if record is None:
+                break
+            records.append(record)
+        return records
 
     @abc.abstractmethod
     def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:

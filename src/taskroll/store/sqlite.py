@@ -18,7 +18,8 @@ Schema (created on first use)::
 
 A fetch is one ``UPDATE ... WHERE seq = (SELECT ... ORDER BY priority DESC, seq
 LIMIT 1) RETURNING *`` statement, atomic under SQLite's single-writer lock, so
-processes sharing the file never claim the same task. Inserts run inside
+processes sharing the file never claim the same task; a batch claim (``fetch_many``) is
+the same statement with ``seq IN (... LIMIT n)``, one write for ``n`` tasks. Inserts run inside
 ``BEGIN IMMEDIATE`` (the write lock is held from the start), so concurrent
 creators cannot both insert one id. Every write that takes more than one statement
 runs in :meth:`SQLiteStore._write_transaction`, which rolls back on *any* exception, so a
@@ -48,7 +49,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from taskroll.errors import StoreConnectionError, StoreError
-from taskroll.store.base import NOW, WRITABLE_FIELDS, Record, TaskStore, read_in_pages
+from taskroll.store.base import (
+    NOW,
+    WRITABLE_FIELDS,
+    Record,
+    TaskStore,
+    check_claim_count,
+    read_in_pages,
+)
 from taskroll.store.query import Condition
 from taskroll.store.sqlite_query import COLUMNS as _COLUMNS
 from taskroll.store.sqlite_query import json_text
@@ -65,6 +73,7 @@ from taskroll.store.values import (
 #: SQL for the database clock in UNIX seconds ('now' is fixed within one statement).
 NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 _SELECT = ", ".join(f"{column}" for column in _COLUMNS.values())
+_PRIORITY_INDEX = 1 + list(_COLUMNS).index("priority")  # in a ``seq, {_SELECT}`` row
 _PAGE = 1000
 #: Permission bits of a database file the store creates: readable by its owner only.
 DEFAULT_FILE_MODE = 0o600
@@ -335,16 +344,25 @@ class SQLiteStore(TaskStore):
     def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
               lease_seconds: float) -> Record | None:
         """Claim the highest-priority, oldest matching task in one atomic statement."""
+        records = self.fetch_many(pool, conditions, status, worker, lease_seconds, 1)
+        return records[0] if records else None
+
+    def fetch_many(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
+                   lease_seconds: float, count: int) -> list[Record]:
+        """Claim up to ``count`` best matching tasks in one atomic statement, best first."""
         status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
+        count = check_claim_count(count)
         where, params = _where(check_pool(pool), conditions)
         rows = self._execute(
             f"UPDATE tasks SET status = 'running', worker = ?, started = {NOW_SQL}, "
             f"lease_until = {NOW_SQL} + ?, attempts = attempts + 1, claimed_from = status "
-            f"WHERE seq = (SELECT seq FROM tasks WHERE {where} AND status = ? "
-            f"ORDER BY priority DESC, seq LIMIT 1) RETURNING {_SELECT}",
-            [worker, lease_seconds, *params, status],
+            f"WHERE seq IN (SELECT seq FROM tasks WHERE {where} AND status = ? "
+            f"ORDER BY priority DESC, seq LIMIT ?) RETURNING seq, {_SELECT}",
+            [worker, lease_seconds, *params, status, count],
         )
-        return _to_record(rows[0]) if rows else None
+        # RETURNING gives rows in no promised order: put them back in claim order
+        rows.sort(key=lambda row: (-row[_PRIORITY_INDEX], row[0]))
+        return [_to_record(row[1:]) for row in rows]
 
     def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
         """Extend the lease of a running task still owned by ``worker``."""
