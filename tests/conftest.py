@@ -31,6 +31,14 @@ def clear_taskroll_environment(patch: pytest.MonkeyPatch) -> None:
             patch.delenv(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the on-disk feature cache of tests that never call ``init`` out of the home
+    folder (tests that do call it get a cache beside their own MLflow store)."""
+    if "TASKROLL_FEATURE_CACHE" not in os.environ:
+        os.environ["TASKROLL_FEATURE_CACHE"] = str(tmp_path_factory.mktemp("feature_cache"))
+
+
 @pytest.fixture
 def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> config.Settings:
     """Task pool and MLflow store in ``tmp_path``; settings and environment restored afterwards."""

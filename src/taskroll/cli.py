@@ -7,6 +7,7 @@ Sub-commands:
   ``retry`` (failed tasks back to waiting);
 * ``worker``: run N worker processes on a pool (``run_task`` with ``task_train`` by default);
   each drains the pool, waiting for tasks other workers still run (``--once``: it does not);
+  each starts with its BLAS/OpenMP threads capped at cores // N (``--threads``);
 * ``demo``: the end-to-end demo (:func:`taskroll.demo.run_demo`);
 * ``online``: online serving, from :mod:`taskroll.online.cli` when it is installed.
 
@@ -36,6 +37,7 @@ from taskroll.manage_cli import (
     run_command,
 )
 from taskroll.manage_failure import TASK_RAISED, describe
+from taskroll.threads import capped_environment, threads_per_worker
 
 DEFAULT_FUNC = "taskroll.train.trainer:task_train"
 DEFAULT_END_FUNC = "taskroll.train.trainer:end_task_train"
@@ -110,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--once", action="store_true",
                         help="exit as soon as nothing is waiting, without waiting for tasks "
                              "other workers are running (their tasks come back if they die)")
+    worker.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP threads per worker (default: cores // -n, at least "
+                             "1; an OMP_NUM_THREADS etc. already set wins)")
 
     demo = commands.add_parser("demo", help="run the end-to-end rolling demo")
     demo.add_argument("--output", default="taskroll_demo", help="output folder (taskroll_demo)")
@@ -221,8 +226,13 @@ def run_worker(arguments: argparse.Namespace) -> int:
     processes = [context.Process(target=_worker_main, args=(number, options, results),
                                  name=f"taskroll-worker-{number}")
                  for number in range(arguments.workers)]
-    for process in processes:
-        process.start()
+    threads = arguments.threads if arguments.threads is not None \
+        else threads_per_worker(arguments.workers)
+    if threads < 1:
+        raise TaskrollError(f"--threads must be at least 1, got {threads}")
+    with capped_environment(threads):  # each spawned worker loads its libraries capped
+        for process in processes:
+            process.start()
     summaries: dict[int, dict[str, Any]] = {}
     while len(summaries) < len(processes):
         if not any(process.is_alive() for process in processes) and results.empty():

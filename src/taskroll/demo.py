@@ -42,6 +42,7 @@ from taskroll.demo_report import ensemble_ic, format_table, plot_ic, window_rows
 from taskroll.errors import TaskConfigError
 from taskroll.manage import TaskManager
 from taskroll.task.gen import RollingGen, Task, TaskGen, task_generator
+from taskroll.threads import capped_environment, threads_per_worker
 from taskroll.train.recorder import Recorder
 from taskroll.train.trainer import TrainerRM
 
@@ -218,8 +219,9 @@ def _train_with_workers(tasks: list[Task], workers: int, task_url: str,
     processes = [context.Process(target=_pool_worker, name=f"demo-worker-{number}",
                                  args=(task_url, tracking_uri, EXPERIMENT_NAME, TASK_POOL))
                  for number in range(max(1, workers))]
-    for process in processes:
-        process.start()
+    with capped_environment(threads_per_worker(len(processes))):  # cores // workers each
+        for process in processes:
+            process.start()
     try:
         recorders = trainer.train(tasks)  # waits for the workers, with a progress bar
     finally:

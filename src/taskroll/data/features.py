@@ -21,13 +21,17 @@ trading days of the market calendar (NaN when a day has no bar).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pandas.api.indexers import BaseIndexer
 from pandas.core.window.rolling import Rolling
 
+from taskroll.data import feature_store
 from taskroll.data.cache import FEATURE_CACHE
 from taskroll.data.quality import valid_values
 from taskroll.errors import DataError
@@ -450,7 +454,8 @@ def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
                     windows: Sequence[int] = DEFAULT_WINDOWS,
                     rolling_operators: Sequence[str] | None = None,
                     label_horizon: int = LABEL_HORIZON) -> pd.DataFrame:
-    """Return :func:`compute_alpha158` of ``load_bars()``, cached per process under ``key``.
+    """Return :func:`compute_alpha158` of ``load_bars()``, cached per process under ``key``
+    and on disk across processes (see :mod:`taskroll.data.feature_store`).
 
     Args:
         key: Identity of the bars (e.g. a loader's ``cache_key``); ``None`` disables caching.
@@ -470,7 +475,16 @@ def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
     horizon = _check_horizon(label_horizon)
     if key is None:
         return compute_alpha158(load_bars(), window_key, operators, label_horizon=horizon)
+    config = {"features": "alpha158", "windows": window_key, "operators": operators,
+              "label_horizon": horizon, "dtype": "float32", "code": _code_digest()}
     frame: pd.DataFrame = FEATURE_CACHE.get_or_build(
         ("alpha158", key, window_key, operators, horizon),
-        lambda: compute_alpha158(load_bars(), window_key, operators, label_horizon=horizon))
+        lambda: feature_store.get_or_build(key, config, lambda: compute_alpha158(
+            load_bars(), window_key, operators, label_horizon=horizon)))
     return frame
+
+
+@functools.cache
+def _code_digest() -> str:
+    """Digest of this module's source: features stored on disk by older code are not read."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]

@@ -346,9 +346,10 @@ class Alpha158(DataHandlerLP):
     """Qlib's Alpha158 handler: bars → 158 price/volume features + ``LABEL0``.
 
     Features are computed on the loader's whole history (cached per process by loader
-    identity and windows), then sliced to ``instruments`` and ``[start_time, end_time]``,
-    so early rows of the range have complete windows and the result does not depend on
-    the range asked for.
+    identity and windows, and for file-backed loaders on disk, shared by every worker
+    process: see :mod:`taskroll.data.feature_store` and ``TASKROLL_FEATURE_CACHE``), then
+    sliced to ``instruments`` and ``[start_time, end_time]``, so early rows of the range
+    have complete windows and the result does not depend on the range asked for.
 
     Args:
         instruments: ``"all"`` or a list of instrument names.
