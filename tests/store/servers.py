@@ -28,8 +28,9 @@ MongoDB
     * No update pipelines (``[{"$set": ...}]``), so ``$$NOW`` is unavailable; aggregation
       ``$$NOW`` fails too. ``$currentDate`` works but yields BSON dates, and a
       ``datetime`` written by the client comes back as a *string*. The store keeps times
-      as float seconds read from the server clock (``hello.localTime``) just before a
-      write that needs one.
+      as float seconds on the server's clock: local time plus an offset measured with
+      one ``hello`` (``localTime``) per process and refreshed every 60 s
+      (``taskroll.store.mongo.CLOCK_REFRESH_SECONDS``), not a ``hello`` per write.
     * ``$not`` is not implemented; ``$nor``/``$or``/``$and``/``$type``/``$size`` are.
       The store writes "not an array" as ``{"$nor": [{path: {"$type": "array"}}]}``.
     * Equality with a whole embedded document or array fails ("not a valid query
