@@ -34,7 +34,7 @@ from taskroll.data.quality import (
 )
 from taskroll.errors import DataError
 
-__all__ = ["DataLoader", "FileLoader", "StaticLoader", "SyntheticLoader", "clear_caches",
+__all__ = ["CheckedLoader", "DataLoader", "FileLoader", "StaticLoader", "SyntheticLoader", "clear_caches",
            "load_panel", "slice_panel", "validate_panel"]
 
 INDEX_NAMES: tuple[str, str] = ("datetime", "instrument")
@@ -269,7 +269,36 @@ class DataLoader(ABC):
         return f"{type(self).__name__}({self.cache_key!r})"
 
 
-class FileLoader(DataLoader):
+class CheckedLoader(DataLoader):
+    """A bar loader whose panel is read and cleaned once per process (cached).
+
+    Subclasses implement :meth:`_checked`, returning the cleaned panel and its data
+    quality report (through ``PANEL_CACHE``); :meth:`load_all` and
+    :meth:`quality_report` read them from there.
+    """
+
+    @abstractmethod
+    def _checked(self) -> _Checked:
+        """The cleaned panel and its quality report, built once per data version."""
+
+    def load_all(self) -> pd.DataFrame:
+        """Return the whole panel, invalid bars blanked (cached).
+
+        Raises:
+            DataError: When the data cannot be loaded (missing, malformed, bad arguments).
+        """
+        return self._checked()[0]
+
+    def quality_report(self) -> DataQualityReport | None:
+        """Return the panel's data quality report (``None`` when it holds no bars).
+
+        Raises:
+            DataError: When the data cannot be loaded (missing, malformed, bad arguments).
+        """
+        return self._checked()[1]
+
+
+class FileLoader(CheckedLoader):
     """Loads bars from a CSV or Parquet panel file (see :func:`load_panel`).
 
     The file is read, and its bars cleaned (see :func:`~taskroll.data.quality.clean_bars`),
@@ -307,24 +336,8 @@ class FileLoader(DataLoader):
         checked: _Checked = PANEL_CACHE.get_or_build(key, build)
         return checked
 
-    def load_all(self) -> pd.DataFrame:
-        """Return the whole file's panel, invalid bars blanked (cached).
 
-        Raises:
-            DataError: When the file is missing or malformed.
-        """
-        return self._checked()[0]
-
-    def quality_report(self) -> DataQualityReport | None:
-        """Return the file's data quality report (``None`` when it holds no bars).
-
-        Raises:
-            DataError: When the file is missing or malformed.
-        """
-        return self._checked()[1]
-
-
-class SyntheticLoader(DataLoader):
+class SyntheticLoader(CheckedLoader):
     """Loads bars from the seeded synthetic market (generated and cleaned once per process).
 
     Args:
@@ -355,22 +368,6 @@ class SyntheticLoader(DataLoader):
 
         checked: _Checked = PANEL_CACHE.get_or_build(self.cache_key, build)
         return checked
-
-    def load_all(self) -> pd.DataFrame:
-        """Return the whole generated panel, invalid bars blanked (cached).
-
-        Raises:
-            DataError: For invalid market arguments.
-        """
-        return self._checked()[0]
-
-    def quality_report(self) -> DataQualityReport | None:
-        """Return the generated panel's data quality report.
-
-        Raises:
-            DataError: For invalid market arguments.
-        """
-        return self._checked()[1]
 
 
 class StaticLoader(DataLoader):

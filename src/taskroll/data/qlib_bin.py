@@ -34,9 +34,8 @@ import numpy as np
 import pandas as pd
 
 from taskroll.data.cache import PANEL_CACHE, LRUCache
-from taskroll.data.loader import DataLoader, _check_bars, _Checked, slice_panel
+from taskroll.data.loader import CheckedLoader, _check_bars, _Checked, slice_panel
 from taskroll.data.qlib_writer import QLIB_FIELDS, feature_folder_name
-from taskroll.data.quality import DataQualityReport
 from taskroll.errors import DataError
 
 __all__ = ["NO_DATA_HINT", "QlibDataLoader", "read_qlib_calendar", "read_qlib_feature",
@@ -253,7 +252,7 @@ def _market_of(instruments: Any) -> str | None:
     return None
 
 
-class QlibDataLoader(DataLoader):
+class QlibDataLoader(CheckedLoader):
     """Loads bars from a Qlib data folder (see the module docstring for the layout).
 
     The panel has the columns of :data:`~taskroll.data.qlib_writer.QLIB_FIELDS` that the
@@ -366,22 +365,6 @@ class QlibDataLoader(DataLoader):
 
         checked: _Checked = PANEL_CACHE.get_or_build(self.cache_key, build)
         return checked
-
-    def load_all(self) -> pd.DataFrame:
-        """Return every bar of the universe, whole history, invalid bars blanked (cached).
-
-        Raises:
-            DataError: When a file is missing or malformed.
-        """
-        return self._checked()[0]
-
-    def quality_report(self) -> DataQualityReport | None:
-        """Return the data quality report of the universe's bars.
-
-        Raises:
-            DataError: When a file is missing or malformed.
-        """
-        return self._checked()[1]
 
     def calendar(self) -> pd.DatetimeIndex:
         """Return the folder's trading calendar (``calendars/day.txt``)."""
