@@ -6,7 +6,7 @@ PostgreSQL and MongoDB URLs come from ``TASKROLL_BENCH_POSTGRES_URL`` /
 cluster, the nx-27017 MongoDB emulator) are started on loopback for the run.
 Every figure comes from this one run and is printed as a table with its target.
 Claim+commit is measured one task per claim and with ``--batch`` tasks per claim
-(``fetch_task(n=...)``, each task committed on its own), the way ``run_task(batch=...)``
+(``fetch_task(n=...)``, each task committed on its own), the way ``run_task(claim_batch=...)``
 works for short tasks.
 """
 
@@ -42,7 +42,7 @@ def _claim_worker(url: str, pool: str, start: Any, counts: Any, batch: int) -> N
             while (task := manager.fetch_task()) is not None:
                 manager.commit_task_res(task, None)
                 done += 1
-        else:  # claim ``batch`` at once, commit each as it finishes (as run_task(batch=))
+        else:  # claim ``batch`` at once, commit each as it finishes (as run_task(claim_batch=))
             while tasks := manager.fetch_task(n=batch):
                 for task in tasks:
                     manager.commit_task_res(task, None)
@@ -88,7 +88,7 @@ def run_task_overhead_ms(url: str, tasks: int, batch: int = 1) -> tuple[float, f
     with TaskManager(pool, store=url) as manager:
         manager.create_task([{"index": index} for index in range(tasks)])
         began = time.perf_counter()
-        run_task(noop, manager, batch=batch)
+        run_task(noop, manager, claim_batch=batch)
         with_pool = time.perf_counter() - began
         began = time.perf_counter()
         for index in range(tasks):
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--batch", type=int, default=16,
                         help="tasks per claim in the batched rows (fetch_task(n=), "
-                             "run_task(batch=)); 1 leaves them out")
+                             "run_task(claim_batch=)); 1 leaves them out")
     arguments = parser.parse_args()
     rows: list[tuple[str, str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as folder, \

@@ -1,6 +1,7 @@
 """Task pools: :class:`TaskManager` (Qlib's method names) and the worker loop :func:`run_task`.
 
-``TaskManager`` lives in :mod:`taskroll.manage_pool`, ``run_task`` in
+``TaskManager`` lives in :mod:`taskroll.manage_pool` (creating and claiming tasks) on top
+of :mod:`taskroll.manage_queries` (queries, counts, resets, ``wait``), ``run_task`` in
 :mod:`taskroll.worker`, failure kinds and backoff in :mod:`taskroll.manage_failure`;
 import them from here. Run ``python -m taskroll.manage -t POOL COMMAND`` for the command
 line, with Qlib's command set (``list``, ``task_stat``, ``query``, ``re_query``, ``wait``,

@@ -110,11 +110,11 @@ def _run_one(task_func: Callable[..., Any], manager: TaskManager, task: Mapping[
 
 
 def _claim(manager: TaskManager, query: Mapping[str, Any] | None, before: str,
-           batch: int) -> list[dict[str, Any]]:
-    if batch == 1:  # the single claim every store serves in one command
+           claim_batch: int) -> list[dict[str, Any]]:
+    if claim_batch == 1:  # the single claim every store serves in one command
         task = manager.fetch_task(query=query, status=before)
         return [] if task is None else [task]
-    return manager.fetch_task(query=query, status=before, n=batch)
+    return manager.fetch_task(query=query, status=before, n=claim_batch)
 
 
 def _run_batch(task_func: Callable[..., Any], manager: TaskManager,
@@ -149,7 +149,7 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
              before_status: str = TaskManager.STATUS_WAITING,
              after_status: str = TaskManager.STATUS_DONE, *, once: bool = False,
              backoff: Backoff | None = None, poll_interval: float | None = None,
-             batch: int = 1, **kwargs: Any) -> bool:
+             claim_batch: int = 1, **kwargs: Any) -> bool:
     """Worker loop: fetch tasks in ``before_status`` and run ``task_func`` on each.
 
     ``task_func`` receives ``task["def"]`` for tasks coming from ``waiting`` and
@@ -163,8 +163,8 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
     failure) is retried with ``backoff``; when committing still fails, the task goes back
     with kind ``"store error"``, the attempt not counted, and the loop stops with the
     :class:`~taskroll.errors.StoreError` (a worker cannot work without its store). A
-    KeyboardInterrupt gives the task back (with ``batch``, every claimed task not yet
-    finished) and stops the loop.
+    KeyboardInterrupt gives the task back (with ``claim_batch``, every claimed task not
+    yet finished) and stops the loop.
 
     When nothing is waiting, the loop keeps polling (every ``poll_interval`` seconds)
     while a matching task fetched from ``before_status`` runs under another worker's
@@ -183,20 +183,22 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
             up to 5 s, 8 tries).
         poll_interval: Seconds between polls while draining (default: a quarter of the
             lease, at most 1 s).
-        batch: Tasks claimed at once (:meth:`TaskManager.fetch_task` with ``n``), run one
+        claim_batch: Tasks claimed at once (:meth:`TaskManager.fetch_task` with ``n``), run one
             after another, each committed as it finishes; the leases of those not yet run
             are renewed meanwhile, and if the worker dies they expire and the tasks come
             back. Choose 8-32 for short tasks (milliseconds), where claiming is a large
             share of the work; keep 1 (the default) for long tasks such as training, so
             that a claimed task never waits behind another while a worker is idle.
-        **kwargs: Passed to ``task_func``.
+        **kwargs: Passed to ``task_func`` as they are (e.g. a ``batch=`` keyword reaches
+            the task function); only the keyword-only names above belong to the loop.
 
     Returns:
         Whether any task was run.
 
     Raises:
         TaskConfigError: When ``before_status`` is neither ``waiting`` nor ``part_done``,
-            ``poll_interval`` is not a finite number > 0, or ``batch`` not a whole number >= 1.
+            ``poll_interval`` is not a finite number > 0, or ``claim_batch`` not a whole
+            number >= 1.
         StoreError: When the store stays down through every retry.
     """
     before = to_status(before_status).value
@@ -205,14 +207,15 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
     after = to_status(after_status).value
     if poll_interval is not None:
         poll_interval = check_seconds(poll_interval, "poll_interval")
-    batch = check_claim_count(batch)
+    claim_batch = check_claim_count(claim_batch)
     backoff = backoff or Backoff()
     manager = task_pool if isinstance(task_pool, TaskManager) else TaskManager(task_pool)
     poll = poll_interval or max(0.05, min(1.0, manager.lease_seconds / 4))
     ever_run = False
     try:
         while True:
-            tasks = backoff.call(lambda: _claim(manager, query, before, batch), "fetching tasks")
+            tasks = backoff.call(lambda: _claim(manager, query, before, claim_batch),
+                                 "fetching tasks")
             if not tasks:
                 if once or not backoff.call(lambda: manager.running_elsewhere(query, before),
                                             "counting running tasks"):

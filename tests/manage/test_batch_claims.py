@@ -1,7 +1,7 @@
 """Batch claims in the manager and the worker loop, on a real SQLite file.
 
-``TaskManager.fetch_task(n=...)`` returns a list; ``run_task(batch=...)`` claims up to
-``batch`` tasks, commits each as it finishes, renews the leases of those still queued,
+``TaskManager.fetch_task(n=...)`` returns a list; ``run_task(claim_batch=...)`` claims up to
+``claim_batch`` tasks, commits each as it finishes, renews the leases of those still queued,
 gives the queued ones back when interrupted, and loses none when the worker dies: their
 leases expire and they come back. Several worker processes with batch claims run every
 task exactly once.
@@ -65,7 +65,7 @@ def double(task_def: dict[str, Any], factor: int = 2) -> dict[str, Any]:
 def test_run_task_with_batch_runs_every_task_and_records_failures(url: str) -> None:
     with TaskManager("pool", store=url, max_attempts=2) as manager:
         manager.create_task([{"index": index} for index in range(12)])
-        assert run_task(double, manager, batch=5, factor=10)
+        assert run_task(double, manager, claim_batch=5, factor=10)
         assert manager.task_stat() == {"done": 11, "failed": 1}
         results = {task["def"]["index"]: task["res"]["value"]
                    for task in manager.query({"status": "done"})}
@@ -73,7 +73,7 @@ def test_run_task_with_batch_runs_every_task_and_records_failures(url: str) -> N
         failed = next(manager.query({"status": "failed"}))
         assert failed["attempts"] == 2 and failed["error"]["kind"] == "task raised"
         with pytest.raises(TaskConfigError, match="whole number >= 1"):
-            run_task(double, manager, batch=0)
+            run_task(double, manager, claim_batch=0)
 
 
 def test_each_task_is_committed_as_it_finishes(url: str) -> None:
@@ -86,7 +86,7 @@ def test_each_task_is_committed_as_it_finishes(url: str) -> None:
             seen.append(observer.task_stat())
             return int(task_def["index"])
 
-        run_task(record_progress, manager, batch=4)
+        run_task(record_progress, manager, claim_batch=4)
     # one claim took all four; before each task ran, those before it were already done
     assert seen == [{"running": 4}, {"done": 1, "running": 3}, {"done": 2, "running": 2},
                     {"done": 3, "running": 1}]
@@ -103,7 +103,7 @@ def test_heartbeat_keeps_every_claimed_task_of_a_batch(url: str) -> None:
                 reaper.reap()
             return "finished"
 
-        run_task(slow, worker, batch=3)
+        run_task(slow, worker, claim_batch=3)
         tasks = list(worker.query())
         assert [(task["status"], task["attempts"]) for task in tasks] == [("done", 1)] * 3
 
@@ -117,7 +117,7 @@ def test_keyboard_interrupt_gives_the_unfinished_tasks_back(url: str) -> None:
     with TaskManager("pool", store=url) as manager:
         manager.create_task([{"index": index} for index in range(4)])
         with pytest.raises(KeyboardInterrupt):
-            run_task(interrupted_at_one, manager, batch=4)
+            run_task(interrupted_at_one, manager, claim_batch=4)
         statuses = {task["def"]["index"]: task["status"] for task in manager.query()}
         assert statuses == {0: "done", 1: "waiting", 2: "waiting", 3: "waiting"}
 
@@ -128,7 +128,7 @@ from taskroll.manage import TaskManager, run_task
 from taskroll.manage_failure import parse_error
 from taskroll.testing import {function}
 with TaskManager("pool", store=sys.argv[1], lease_seconds=float(sys.argv[3])) as manager:
-    run_task({function}, manager, batch=int(sys.argv[4]), marker_dir=sys.argv[2])
+    run_task({function}, manager, claim_batch=int(sys.argv[4]), marker_dir=sys.argv[2])
 """
 
 

@@ -9,7 +9,9 @@ sequence of its own rows (suspended days are absent, not NaN).
 How it stays fast: the rows are sorted instrument by instrument, and every
 ``Ref``/``Mean``/``Std``... is one pandas or numpy call over all instruments at
 once, with windows clipped to each instrument's own rows. Results are gathered
-back to the ``(datetime, instrument)`` rows.
+back to the ``(datetime, instrument)`` rows. The layout and the operators live in
+:mod:`taskroll.data.feature_operators`; this module holds the Alpha158 table (names,
+K-bar and price features, the rolling features by window), the label and the cache.
 
 No look-ahead, by construction and proven by perturbation tests
 (``tests/lookahead``): no window spans two instruments, and pandas' running sums
@@ -28,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pandas.api.indexers import BaseIndexer
-from pandas.core.window.rolling import Rolling
 
-from taskroll.data import feature_store
+from taskroll.data import feature_operators, feature_store
 from taskroll.data.cache import FEATURE_CACHE
+from taskroll.data.feature_operators import EPS, Layout, Operators, flag
 from taskroll.data.quality import valid_values
 from taskroll.errors import DataError
 
@@ -53,181 +54,22 @@ from Yahoo) ``VWAP0`` is NaN, as Qlib's ``$vwap/$close`` of a missing field."""
 LABEL_NAME = "LABEL0"
 LABEL_HORIZON = 2
 """Trading days Alpha158's default label looks ahead: ``Ref($close, -2) / Ref($close, -1) - 1``."""
-_EPS = 1e-12
+
 
 def clear_feature_cache() -> None:
     """Forget the features computed in this process."""
     FEATURE_CACHE.clear()
 
 
-class _Layout:
-    """Rows sorted instrument by instrument (each in date order), and the way back.
-
-    Every time-series operator works on this flat order with windows clipped to the
-    instrument's own rows, so no window ever spans two instruments and pandas' running
-    sums restart at each instrument: a value depends only on the same instrument's rows
-    up to its own date, never on another instrument and never on a later row.
-    """
-
-    def __init__(self, index: pd.MultiIndex) -> None:
-        instrument_codes, _ = pd.factorize(index.get_level_values(1))
-        date_codes, calendar = pd.factorize(index.get_level_values(0), sort=True)
-        self.order = np.lexsort((date_codes, instrument_codes))
-        sorted_codes = instrument_codes[self.order]
-        size = sorted_codes.size
-        starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1] if size else np.zeros(0)
-        counts = np.diff(np.r_[starts, size]).astype(np.int64)
-        self.first = np.repeat(starts.astype(np.int64), counts)
-        """Sorted position of the first row of each sorted row's instrument."""
-        self.position = np.arange(size, dtype=np.int64) - self.first
-        """Position of each sorted row in its instrument's own history (0 = first bar)."""
-        self.instrument_codes = sorted_codes.astype(np.int64)
-        self.date_codes = date_codes[self.order].astype(np.int64)
-        """Market-calendar day number of each sorted row (the panel's distinct dates)."""
-        self.calendar_size = len(calendar)
-        self.instrument_count = int(instrument_codes.max(initial=-1)) + 1
-        self._windows: dict[int, _ClippedWindow] = {}
-
-    def sort(self, values: np.ndarray) -> np.ndarray:
-        """Row values in the layout's (instrument, date) order."""
-        return values[self.order]
-
-    def rows(self, values: np.ndarray) -> np.ndarray:
-        """Sorted values back in the panel's row order."""
-        out = np.empty_like(values)
-        out[self.order] = values
-        return out
-
-    def window(self, size: int) -> _ClippedWindow:
-        """The rolling window of ``size`` rows clipped to each instrument (cached)."""
-        if size not in self._windows:
-            self._windows[size] = _ClippedWindow(self.first, size)
-        return self._windows[size]
-
-    def ref(self, values: np.ndarray, lag: int) -> np.ndarray:
-        """Qlib ``Ref(x, lag)`` in the instrument's own rows (NaN before its first row)."""
-        out = np.full_like(values, np.nan)
-        if lag > 0:
-            out[lag:] = values[:-lag]
-            out[self.position < lag] = np.nan
-        elif lag < 0:
-            raise DataError("features look back only; labels use the market calendar")
-        else:
-            out[:] = values
-        return out
-
-    def on_calendar(self, values: np.ndarray, lead: int) -> np.ndarray:
-        """The same instrument's value ``lead`` market-calendar days later (NaN without a bar).
-
-        Counting days of the market calendar, not the instrument's rows, a suspension
-        gives NaN instead of a price from weeks later.
-        """
-        grid = np.full((self.calendar_size + lead, self.instrument_count), np.nan)
-        grid[self.date_codes, self.instrument_codes] = values
-        return grid[self.date_codes + lead, self.instrument_codes]
-
-
-class _ClippedWindow(BaseIndexer):
-    """Trailing windows of ``window_size`` rows that never start before the row's instrument."""
-
-    def __init__(self, first: np.ndarray, window_size: int) -> None:
-        super().__init__(window_size=window_size)
-        end = np.arange(1, first.size + 1, dtype=np.int64)
-        self._bounds = (np.maximum(end - window_size, first), end)
-
-    def get_window_bounds(self, num_values: int = 0, min_periods: int | None = None,
-                          center: bool | None = None, closed: str | None = None,
-                          step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Return the precomputed ``(start, end)`` bounds (end exclusive)."""
-        return self._bounds
-
-
-class _Ops:
-    """Qlib's time-series operators over one layout (flat arrays in layout order)."""
-
-    def __init__(self, layout: _Layout) -> None:
-        self.layout = layout
-
-    def rolling(self, values: np.ndarray, window: int) -> Rolling[pd.Series[float]]:
-        """A pandas rolling object over ``window`` rows of each instrument (partial at first)."""
-        return pd.Series(values).rolling(self.layout.window(window), min_periods=1)
-
-    def mean(self, values: np.ndarray, window: int) -> np.ndarray:
-        return self.rolling(values, window).mean().to_numpy()
-
-    def sum(self, values: np.ndarray, window: int) -> np.ndarray:
-        return self.rolling(values, window).sum().to_numpy()
-
-    def std(self, values: np.ndarray, window: int) -> np.ndarray:
-        return self.rolling(values, window).std().to_numpy()
-
-    def ref(self, values: np.ndarray, lag: int) -> np.ndarray:
-        return self.layout.ref(values, lag)
-
-    def idx_extreme(self, values: np.ndarray, window: int, largest: bool) -> np.ndarray:
-        """Qlib ``IdxMax``/``IdxMin``: 1-based position of the extreme in the window (first wins)."""
-        rolling = self.rolling(values, window)
-        extreme = (rolling.max() if largest else rolling.min()).to_numpy()
-        size = values.shape[0]
-        position = self.layout.position
-        best = np.full(size, -1, dtype=np.int64)
-        # newest to oldest, overwriting: the oldest row equal to the extreme wins, as argmax
-        for lag in range(min(window, size)):
-            hit = (values[: size - lag] == extreme[lag:]) & (position[lag:] >= lag)
-            np.copyto(best[lag:], position[: size - lag], where=hit)
-        window_start = np.maximum(position - window + 1, 0)
-        result: np.ndarray = (best - window_start + 1).astype(float)
-        result[(best < 0) | np.isnan(values)] = np.nan
-        return result
-
-    def regression(self, values: np.ndarray,
-                   window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rolling regression of ``values`` on time: Qlib ``Slope``, ``Rsquare`` and ``Resi``."""
-        time = np.where(np.isnan(values), np.nan, self.layout.position.astype(float))
-        count = self.sum(np.where(np.isnan(values), np.nan, 1.0), window)
-        mean_t, mean_x = self.mean(time, window), self.mean(values, window)
-        cov = self.mean(time * values, window) - mean_t * mean_x
-        var_t = self.mean(time * time, window) - mean_t**2
-        var_x = self.mean(values * values, window) - mean_x**2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where((count > 1) & (var_t > 0), cov / var_t, np.nan)
-            rsquare = np.where((count > 1) & (var_x > _EPS), cov**2 / (var_t * var_x), np.nan)
-        residual = values - (mean_x + slope * (time - mean_t))
-        return slope, np.clip(rsquare, 0.0, 1.0), residual
-
-    def corr(self, left: np.ndarray, right: np.ndarray, window: int) -> np.ndarray:
-        """Qlib ``Corr``: rolling Pearson correlation, NaN when either side is constant."""
-        both = ~(np.isnan(left) | np.isnan(right))
-        left = np.where(both, left, np.nan)
-        right = np.where(both, right, np.nan)
-        mean_l, mean_r = self.mean(left, window), self.mean(right, window)
-        cov = self.mean(left * right, window) - mean_l * mean_r
-        var_l = self.mean(left * left, window) - mean_l**2
-        var_r = self.mean(right * right, window) - mean_r**2
-        count = self.sum(both.astype(float), window)
-        scale_l = np.maximum(np.abs(mean_l), 1.0) ** 2 * 1e-10
-        scale_r = np.maximum(np.abs(mean_r), 1.0) ** 2 * 1e-10
-        with np.errstate(divide="ignore", invalid="ignore"):
-            corr = cov / np.sqrt(var_l * var_r)
-        corr[(count < 2) | (var_l <= scale_l) | (var_r <= scale_r)] = np.nan
-        clipped: np.ndarray = np.clip(corr, -1.0, 1.0)
-        return clipped
-
-
-def _flag(condition: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """A comparison as 1.0/0.0 (NaN compares false, as in Qlib), NaN where there is no bar."""
-    return np.where(np.isnan(values), np.nan, condition.astype(float))
-
-
-def _rolling_features(ops: _Ops, price: dict[str, np.ndarray], window: int,
+def _rolling_features(ops: Operators, price: dict[str, np.ndarray], window: int,
                       wanted: set[str]) -> dict[str, Callable[[], np.ndarray]]:
     """Lazy builders of every rolling feature for one window, keyed by operator."""
     close, high, low, volume = price["close"], price["high"], price["low"], price["volume"]
     d = window
     change = close - ops.ref(close, 1)
-    abs_change_sum = ops.sum(np.abs(change), d) + _EPS
+    abs_change_sum = ops.sum(np.abs(change), d) + EPS
     volume_change = volume - ops.ref(volume, 1)
-    abs_volume_change_sum = ops.sum(np.abs(volume_change), d) + _EPS
+    abs_volume_change_sum = ops.sum(np.abs(volume_change), d) + EPS
     cache: dict[str, np.ndarray] = {}
 
     def once(key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
@@ -252,10 +94,10 @@ def _rolling_features(ops: _Ops, price: dict[str, np.ndarray], window: int,
         return once("sumn", lambda: ops.sum(np.maximum(-change, 0.0), d) / abs_change_sum)
 
     def count_up() -> np.ndarray:
-        return once("cntp", lambda: ops.mean(_flag(close > ops.ref(close, 1), close), d))
+        return once("cntp", lambda: ops.mean(flag(close > ops.ref(close, 1), close), d))
 
     def count_down() -> np.ndarray:
-        return once("cntn", lambda: ops.mean(_flag(close < ops.ref(close, 1), close), d))
+        return once("cntn", lambda: ops.mean(flag(close < ops.ref(close, 1), close), d))
 
     def idx_max() -> np.ndarray:
         return once("imax", lambda: ops.idx_extreme(high, d, True))
@@ -265,7 +107,7 @@ def _rolling_features(ops: _Ops, price: dict[str, np.ndarray], window: int,
 
     def weighted_volume() -> np.ndarray:
         flow = np.abs(close / ops.ref(close, 1) - 1.0) * volume
-        return ops.std(flow, d) / (ops.mean(flow, d) + _EPS)
+        return ops.std(flow, d) / (ops.mean(flow, d) + EPS)
 
     def volume_up() -> np.ndarray:
         return once("vsump", lambda: ops.sum(np.maximum(volume_change, 0.0), d)
@@ -287,7 +129,7 @@ def _rolling_features(ops: _Ops, price: dict[str, np.ndarray], window: int,
         "QTLU": lambda: ops.rolling(close, d).quantile(0.8).to_numpy() / close,
         "QTLD": lambda: ops.rolling(close, d).quantile(0.2).to_numpy() / close,
         "RANK": lambda: ops.rolling(close, d).rank(pct=True).to_numpy(),
-        "RSV": lambda: (close - lowest()) / (highest() - lowest() + _EPS),
+        "RSV": lambda: (close - lowest()) / (highest() - lowest() + EPS),
         "IMAX": lambda: idx_max() / d,
         "IMIN": lambda: idx_min() / d,
         "IMXD": lambda: (idx_max() - idx_min()) / d,
@@ -300,8 +142,8 @@ def _rolling_features(ops: _Ops, price: dict[str, np.ndarray], window: int,
         "SUMP": up_share,
         "SUMN": down_share,
         "SUMD": lambda: up_share() - down_share(),
-        "VMA": lambda: ops.mean(volume, d) / (volume + _EPS),
-        "VSTD": lambda: ops.std(volume, d) / (volume + _EPS),
+        "VMA": lambda: ops.mean(volume, d) / (volume + EPS),
+        "VSTD": lambda: ops.std(volume, d) / (volume + EPS),
         "WVMA": weighted_volume,
         "VSUMP": volume_up,
         "VSUMN": volume_down,
@@ -337,7 +179,7 @@ def alpha158_names(windows: Sequence[int] = DEFAULT_WINDOWS,
     return names
 
 
-def label_values(close: np.ndarray, layout: _Layout, horizon: int = LABEL_HORIZON) -> np.ndarray:
+def label_values(close: np.ndarray, layout: Layout, horizon: int = LABEL_HORIZON) -> np.ndarray:
     """Qlib's label ``Ref($close, -horizon) / Ref($close, -1) - 1`` on the market calendar.
 
     For ``horizon >= 2`` the return from the close of trading day ``t+1`` to the close of
@@ -401,8 +243,8 @@ def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOW
     wanted = set(ROLLING_OPERATORS if rolling_operators is None else rolling_operators)
     if not isinstance(bars.index, pd.MultiIndex) or bars.index.nlevels != 2:
         raise DataError("Alpha158 needs bars indexed by (datetime, instrument)")
-    layout = _Layout(bars.index)
-    ops = _Ops(layout)
+    layout = Layout(bars.index)
+    ops = Operators(layout)
     price = {name: layout.sort(values) for name, values in _valid_bars(bars).items()}
     # column-major, so that each feature is written contiguously and pandas keeps the block
     out = np.empty((len(bars), len(names) + 1), dtype=dtype, order="F")
@@ -440,7 +282,7 @@ def _kbar_and_price(price: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The 9 K-bar features then OPEN0, HIGH0, LOW0, VWAP0 (Qlib's order)."""
     open_, high, low, close = price["open"], price["high"], price["low"], price["close"]
     body_top, body_bottom = np.maximum(open_, close), np.minimum(open_, close)
-    span = high - low + _EPS
+    span = high - low + EPS
     return [
         (close - open_) / open_, (high - low) / open_, (close - open_) / span,
         (high - body_top) / open_, (high - body_top) / span,
@@ -486,5 +328,9 @@ def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
 
 @functools.cache
 def _code_digest() -> str:
-    """Digest of this module's source: features stored on disk by older code are not read."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    """Digest of the source of this module and of the operators it uses: features stored
+    on disk by older code are not read."""
+    digest = hashlib.sha256()
+    for source in (__file__, feature_operators.__file__):
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
