@@ -397,16 +397,23 @@ class QlibDataLoader(CheckedLoader):
             return frame[np.asarray(present.str.lower().isin(wanted))]
         spans = read_qlib_instruments(self.provider_uri, market, self.freq)
         dates = frame.index.get_level_values(0).to_numpy()
+        # one span table per distinct instrument, then spread over the rows by their codes
+        # (a per-row lookup of names is what made this slow)
+        if not isinstance(frame.index, pd.MultiIndex):
+            raise DataError("QlibDataLoader.select needs a (datetime, instrument) MultiIndex")
+        names = frame.index.levels[1]
+        codes = frame.index.codes[1]
         keep = np.zeros(len(frame), dtype=bool)
         depth = max((len(listed) for listed in spans.values()), default=0)
         for rank in range(depth):  # the rank-th span of every instrument at once
-            nth = {name: listed[rank] for name, listed in spans.items() if len(listed) > rank}
-            firsts = present.map({name: span[0] for name, span in nth.items()})
-            lasts = present.map({name: span[1] for name, span in nth.items()})
-            firsts_array = pd.DatetimeIndex(firsts).to_numpy()
-            lasts_array = pd.DatetimeIndex(lasts).to_numpy()
-            with np.errstate(invalid="ignore"):
-                keep |= (dates >= firsts_array) & (dates <= lasts_array)
+            firsts = np.full(len(names), np.datetime64("NaT"), dtype="datetime64[ns]")
+            lasts = firsts.copy()
+            for position, name in enumerate(names):
+                listed = spans.get(name)
+                if listed is not None and len(listed) > rank:
+                    firsts[position] = np.datetime64(pd.Timestamp(listed[rank][0]), "ns")
+                    lasts[position] = np.datetime64(pd.Timestamp(listed[rank][1]), "ns")
+            keep |= (dates >= firsts[codes]) & (dates <= lasts[codes])
         return frame[keep]
 
     def __repr__(self) -> str:
