@@ -6,7 +6,7 @@ import pytest
 
 from taskroll.errors import StoreConnectionError
 from taskroll.store import retry
-from taskroll.store.retry import Backoff, ServerUnreachable, retry_while_unreachable
+from taskroll.store.retry import ReconnectBackoff, ServerUnreachable, retry_while_unreachable
 
 
 def test_backoff_doubles_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,7 +18,7 @@ def test_backoff_doubles_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(retry.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(retry.time, "sleep", sleep)
-    backoff = Backoff(retry_seconds=2.0)
+    backoff = ReconnectBackoff(retry_seconds=2.0)
     cause = ConnectionError("refused")
     with pytest.raises(StoreConnectionError, match=r"server gone \(retried 2 s\)") as caught:
         for _ in range(100):

@@ -12,17 +12,17 @@ from typing import TypeVar
 
 from taskroll.errors import StoreConnectionError
 
-__all__ = ["Backoff", "ServerUnreachable", "retry_while_unreachable"]
+__all__ = ["ReconnectBackoff", "ServerUnreachable", "retry_while_unreachable"]
 
 Result = TypeVar("Result")
 
 
-class Backoff:
+class ReconnectBackoff:
     """Exponential backoff, 50 ms doubling up to 1 s, for up to ``retry_seconds`` in all.
 
     Use one object per operation::
 
-        backoff = Backoff(self.retry_seconds)
+        backoff = ReconnectBackoff(self.retry_seconds)
         while True:
             try:
                 return operation()
@@ -92,7 +92,7 @@ def retry_while_unreachable(attempt: Callable[[], Result], retry_seconds: float)
         StoreConnectionError: When the server stayed away for ``retry_seconds``; chained to
             the driver's last error.
     """
-    backoff = Backoff(retry_seconds)
+    backoff = ReconnectBackoff(retry_seconds)
     while True:
         try:
             return attempt()
