@@ -112,6 +112,38 @@ def test_parser_wiring() -> None:
     assert {"list", "task_stat", "worker", "demo", "online"} <= set(commands.choices)
 
 
+def test_worker_placement_options() -> None:
+    parser = build_parser()
+    arguments = parser.parse_args(["worker", "-t", "p", "-n", "4", "--until-pool-done",
+                                   "--gpus", "0,1", "--threads", "2"])
+    assert arguments.until_pool_done and not arguments.once
+    assert (arguments.workers, arguments.gpus, arguments.threads) == (4, "0,1", 2)
+    arguments = parser.parse_args(["worker", "-t", "p", "--on", "dask://h:8786",
+                                   "--resources", "GPU=1", "--resources", "MEMORY=4e9"])
+    assert arguments.on == "dask://h:8786" and arguments.resources == ["GPU=1", "MEMORY=4e9"]
+    with pytest.raises(SystemExit):  # drain or not: one or the other
+        parser.parse_args(["worker", "-t", "p", "--once", "--until-pool-done"])
+
+
+def test_until_pool_done_drains_and_once_does_not(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    with TaskManager("numbers", store=url, lease_seconds=10.0) as holder:
+        holder.create_task([{"x": 0}, {"x": 1}])
+        held = holder.fetch_task()  # "another worker" holds it, then dies (never commits)
+        assert held is not None
+    once = taskroll_command("worker", "-t", "numbers", "--url", url, "--once",
+                            "--func", "taskroll.demo:double_task", cwd=tmp_path)
+    assert once.returncode == 0, once.stderr
+    with TaskManager("numbers", store=url) as manager:
+        assert manager.task_stat() == {"done": 1, "running": 1}
+    drained = taskroll_command("worker", "-t", "numbers", "--url", url, "--until-pool-done",
+                               "--func", "taskroll.demo:double_task", cwd=tmp_path)
+    assert drained.returncode == 0, drained.stderr
+    with TaskManager("numbers", store=url) as manager:
+        assert manager.task_stat() == {"done": 2}  # waited for the lease, then ran it
+        assert next(manager.query({"filter.x": held["def"]["x"]}))["attempts"] == 2
+
+
 def test_load_function() -> None:
     from taskroll.train.trainer import task_train
 

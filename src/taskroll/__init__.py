@@ -54,6 +54,7 @@ _LAZY: dict[str, str] = {
                      "OnlineToolR", "PredUpdater", "LabelUpdater", "ServedReport",
                      "served_report"),
                     "taskroll.online"),
+    **dict.fromkeys(("DaskWorkers", "LocalWorkers"), "taskroll.cluster"),
 }
 
 __all__ = [

@@ -5,9 +5,13 @@ Sub-commands:
 * the pool commands of :mod:`taskroll.manage_cli` under their Qlib names (``list``,
   ``task_stat``, ``query``, ``wait``, ``reset_waiting``, ``remove``, ``prioritize``), and
   ``retry`` (failed tasks back to waiting);
-* ``worker``: run N worker processes on a pool (``run_task`` with ``task_train`` by default);
-  each drains the pool, waiting for tasks other workers still run (``--once``: it does not);
-  each starts with its BLAS/OpenMP threads capped at cores // N (``--threads``);
+* ``worker``: run N worker loops on a pool (``run_task`` with ``task_train`` by default), as
+  spawned processes here (:class:`~taskroll.cluster.local_workers.LocalWorkers`; each with
+  BLAS/OpenMP threads capped at cores // N, ``--threads``, and its own GPU with ``--gpus``)
+  or as long-lived tasks on a Dask cluster with ``--on dask://HOST:PORT``
+  (:class:`~taskroll.cluster.dask_workers.DaskWorkers`, ``--resources GPU=1``); each loop
+  drains the pool, waiting for tasks other workers still run (``--until-pool-done``, the
+  default; ``--once``: it does not);
 * ``demo``: the end-to-end demo (:func:`taskroll.demo.run_demo`);
 * ``online``: online serving, from :mod:`taskroll.online.cli` when it is installed.
 
@@ -19,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import multiprocessing
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 import taskroll
 from taskroll.errors import TaskrollError, UnknownPoolError
-from taskroll.manage import TaskManager, run_task
+from taskroll.manage import TaskManager
 from taskroll.manage_cli import (
     COMMANDS,
     OneLineParser,
@@ -36,11 +38,13 @@ from taskroll.manage_cli import (
     report_errors,
     run_command,
 )
-from taskroll.manage_failure import TASK_RAISED, describe
-from taskroll.threads import capped_environment, threads_per_worker
+from taskroll.cluster.dask_workers import DaskWorkers
+from taskroll.cluster.local_workers import LocalWorkers
+from taskroll.cluster.loop import DEFAULT_END_FUNC, DEFAULT_FUNC, LoopOptions, load_function
+from taskroll.cluster.placement import WorkerPlacement
 
-DEFAULT_FUNC = "taskroll.train.trainer:task_train"
-DEFAULT_END_FUNC = "taskroll.train.trainer:end_task_train"
+__all__ = ["DEFAULT_END_FUNC", "DEFAULT_FUNC", "build_parser", "dispatch", "load_function",
+           "main", "run_worker"]
 _POOL_DESTS = ("task_pool", "url", "db_name")
 
 
@@ -98,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description=manage_helps.get(name) or None)
 
     worker = commands.add_parser("worker", parents=[pool_parent],
-                                 help="run worker processes on a task pool")
-    worker.add_argument("-n", "--workers", type=int, default=1, help="worker processes (1)")
+                                 help="run worker loops on a task pool, here or on Dask")
+    worker.add_argument("-n", "--workers", type=int, default=1,
+                        help="worker loops: processes here, or Dask tasks with --on (1)")
     worker.add_argument("--experiment", default=None,
                         help="experiment of the runs (default: the pool name, as TrainerRM)")
     worker.add_argument("--func", default=None, metavar="MODULE:CALLABLE",
@@ -109,12 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--force-release", action="store_true",
                         help="run each task in a fresh process")
     worker.add_argument("--query", default=None, help="JSON filter of the tasks to take")
-    worker.add_argument("--once", action="store_true",
+    ending = worker.add_mutually_exclusive_group()
+    ending.add_argument("--until-pool-done", action="store_true",
+                        help="drain (the default, said explicitly for recipes): exit only when "
+                             "no matching task is waiting or running, so a dead worker's task "
+                             "is finished once its lease ends")
+    ending.add_argument("--once", action="store_true",
                         help="exit as soon as nothing is waiting, without waiting for tasks "
                              "other workers are running (their tasks come back if they die)")
     worker.add_argument("--threads", type=int, default=None,
-                        help="BLAS/OpenMP threads per worker (default: cores // -n, at least "
-                             "1; an OMP_NUM_THREADS etc. already set wins)")
+                        help="BLAS/OpenMP threads per worker (default here: cores // -n, at "
+                             "least 1; on Dask: unchanged; an OMP_NUM_THREADS etc. already "
+                             "set wins)")
+    worker.add_argument("--gpus", default=None, metavar="0,1",
+                        help="give worker i the device gpus[i %% len(gpus)] as "
+                             "CUDA_VISIBLE_DEVICES (round robin)")
+    worker.add_argument("--on", default=None, metavar="dask://HOST:PORT",
+                        help="place the -n loops as long-lived tasks on this Dask scheduler "
+                             "(pip install \"taskroll[dask]\")")
+    worker.add_argument("--resources", action="append", default=None, metavar="NAME=AMOUNT",
+                        help="Dask resources each loop needs, e.g. GPU=1 (with --on; "
+                             "repeat or separate with commas)")
 
     demo = commands.add_parser("demo", help="run the end-to-end rolling demo")
     demo.add_argument("--output", default="taskroll_demo", help="output folder (taskroll_demo)")
@@ -132,134 +152,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_function(spec: str) -> Callable[..., Any]:
-    """Import ``"package.module:callable"`` (dots allowed after the colon).
+def _placement(arguments: argparse.Namespace) -> WorkerPlacement:
+    """The worker placement of ``taskroll worker``: local processes, or Dask with ``--on``.
 
     Raises:
-        TaskrollError: When the spec is malformed, the module or attribute is missing, or
-            the object is not callable.
+        TaskrollError: For -n or --threads below 1, a bad --gpus, --on or --resources, or
+            options that do not go together.
     """
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise TaskrollError(f"--func must look like 'package.module:function', got {spec!r}")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as error:  # ImportError, or a SyntaxError / any error in the module
-        raise TaskrollError(
-            f"--func {spec!r}: cannot import {module_name!r}: {describe(error)}") from error
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise TaskrollError(f"--func {spec!r}: {module_name!r} has no {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise TaskrollError(f"--func {spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
-
-
-class _CountingManager(TaskManager):
-    """A TaskManager that counts the tasks this worker committed and failed."""
-
-    def __init__(self, task_pool: str) -> None:
-        super().__init__(task_pool)
-        self.done = 0
-        self.failed = 0
-
-    def commit_task_res(self, task: Mapping[str, Any] | str, res: Any,
-                        status: str = TaskManager.STATUS_DONE) -> bool:
-        committed = super().commit_task_res(task, res, status=status)
-        self.done += int(committed)
-        return committed
-
-    def fail_task(self, task: Mapping[str, Any], error: str | BaseException,
-                  status: str = TaskManager.STATUS_WAITING, kind: str = TASK_RAISED) -> str:
-        self.failed += 1
-        return super().fail_task(task, error, status=status, kind=kind)
-
-
-def _worker_main(number: int, options: dict[str, Any], results: Any) -> None:
-    """Body of one spawned worker process; puts its summary on ``results``."""
-    begun = time.perf_counter()
-    function = load_function(options["func"])
-    manager = _CountingManager(options["task_pool"])
-    with manager:
-        try:
-            ran = run_task(function, manager, query=options["query"],
-                           force_release=options["force_release"],
-                           before_status=options["before_status"], once=options["once"],
-                           experiment_name=options["experiment"])
-        except TaskrollError as error:  # reported by the parent in one line
-            results.put({"worker": number, "error": describe(error)})
-            return
-        results.put({"worker": number, "pid": multiprocessing.current_process().pid, "ran": ran,
-                     "done": manager.done, "failed": manager.failed,
-                     "seconds": time.perf_counter() - begun})
+    if arguments.workers < 1:
+        raise TaskrollError(f"-n must be at least 1, got {arguments.workers}")
+    if arguments.threads is not None and arguments.threads < 1:
+        raise TaskrollError(f"--threads must be at least 1, got {arguments.threads}")
+    if arguments.on is None:
+        if arguments.resources:
+            raise TaskrollError("--resources needs --on dask://HOST:PORT (Dask resources)")
+        return LocalWorkers(arguments.workers, gpus=arguments.gpus, threads=arguments.threads)
+    if arguments.gpus is not None:
+        raise TaskrollError("--gpus places local processes; on Dask start GPU workers with "
+                            "'dask worker --resources GPU=1' and ask with --resources GPU=1")
+    if arguments.force_release:
+        raise TaskrollError("--force-release cannot start processes inside Dask workers "
+                            "(daemonic); drop it with --on")
+    return DaskWorkers(arguments.on, n=arguments.workers, resources=arguments.resources,
+                       threads=arguments.threads)
 
 
 def run_worker(arguments: argparse.Namespace) -> int:
-    """Start ``-n`` spawned worker processes on the pool, wait, print one line per worker.
+    """Run ``-n`` worker loops on the pool (here, or on Dask with ``--on``); print one line each.
 
     Returns:
-        0 when every worker process exited normally, 1 otherwise.
+        0 when every loop finished, 1 when any stopped early or its process died.
 
     Raises:
-        TaskrollError: Without a pool, for an unknown pool, a bad --func, --query or -n.
+        TaskrollError: Without a pool, for an unknown pool, a bad --func, --query, -n,
+            --threads, --gpus, --on or --resources.
     """
     pool = getattr(arguments, "task_pool", None)
     if not pool:
         raise TaskrollError("give the task pool with -t POOL")
-    if arguments.workers < 1:
-        raise TaskrollError(f"-n must be at least 1, got {arguments.workers}")
+    placement = _placement(arguments)
     default = DEFAULT_END_FUNC if arguments.before_status == "part_done" else DEFAULT_FUNC
-    options = {"task_pool": pool, "func": arguments.func or default,
-               "query": _parse_json_query(arguments.query),
-               "force_release": arguments.force_release,
-               "before_status": arguments.before_status, "once": arguments.once,
-               "experiment": arguments.experiment or pool}
-    load_function(options["func"])  # fail here, once, rather than in every worker
+    options = LoopOptions(task_pool=pool, func=arguments.func or default,
+                          query=_parse_json_query(arguments.query),
+                          force_release=arguments.force_release,
+                          before_status=arguments.before_status, once=arguments.once,
+                          experiment=arguments.experiment or pool)
+    if arguments.on is None:  # on Dask the function is imported where the loops run
+        options.function()  # fail here, once, rather than in every worker
     with TaskManager(pool) as manager:
         pools = manager.list()
         if pool not in pools:
             raise UnknownPoolError(f"unknown task pool {pool!r} in {manager.store!r}; "
                                    f"known pools: {', '.join(pools) or 'none'}")
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    processes = [context.Process(target=_worker_main, args=(number, options, results),
-                                 name=f"taskroll-worker-{number}")
-                 for number in range(arguments.workers)]
-    threads = arguments.threads if arguments.threads is not None \
-        else threads_per_worker(arguments.workers)
-    if threads < 1:
-        raise TaskrollError(f"--threads must be at least 1, got {threads}")
-    with capped_environment(threads):  # each spawned worker loads its libraries capped
-        for process in processes:
-            process.start()
-    summaries: dict[int, dict[str, Any]] = {}
-    while len(summaries) < len(processes):
-        if not any(process.is_alive() for process in processes) and results.empty():
-            break
-        try:
-            summary = results.get(timeout=0.5)
-        except Exception:  # queue.Empty: poll the processes again
-            continue
-        summaries[summary["worker"]] = summary
-    for process in processes:
-        process.join()
-    status = 0
-    for number, process in enumerate(processes):
-        summary = summaries.get(number)
-        if summary is not None and "error" in summary:
-            print(f"worker {number}: stopped: {summary['error']}")
-            status = 1
-            continue
-        if summary is None or process.exitcode != 0:
-            print(f"worker {number}: exited with status {process.exitcode}")
-            status = 1
-            continue
-        print(f"worker {number} (pid {summary['pid']}): {summary['done']} task(s) done, "
-              f"{summary['failed']} failed, {summary['seconds']:.1f} s")
+    summaries = placement.run_loops(options)
+    for summary in summaries:
+        print(summary.line())
     with TaskManager(pool) as manager:
         print(f"pool {pool!r}: {manager.task_stat()}")
-    return status
+    return 1 if any(summary.error is not None for summary in summaries) else 0
 
 
 def run_demo_command(arguments: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -35,6 +35,9 @@ from taskroll.train.task_run import (
     task_train,
     train_in_subprocess,
 )
+
+if TYPE_CHECKING:
+    from taskroll.cluster.placement import WorkerPlacement
 
 __all__ = [
     "DEFAULT_EXPERIMENT", "MAX_PARAM_KEY_LENGTH", "MAX_PARAM_VALUE_LENGTH", "QUALITY_ARTIFACT",
@@ -188,6 +191,12 @@ class TrainerRM(Trainer):
         skip_run_task: Only store the tasks and wait for other workers.
         default_rec_name: Run name given to every run.
         task_manager_kwargs: Extra arguments of :class:`TaskManager` (``store``, ``lease_seconds``...).
+        workers: Where ``train`` runs the worker loops instead of here, e.g.
+            ``DaskWorkers(client, n=4)`` or ``LocalWorkers(n=2)`` (:mod:`taskroll.cluster`);
+            ``train`` fills the pool, runs the loops there, waits, and returns the
+            recorders. The task functions must be importable where the loops run, and
+            the loops use the settings in force (:func:`taskroll.init`), not
+            ``task_manager_kwargs``.
     """
 
     STATUS_KEY = STATUS_KEY
@@ -198,7 +207,8 @@ class TrainerRM(Trainer):
     def __init__(self, experiment_name: str | None = None, task_pool: str | None = None,
                  train_func: TrainFunction = task_train, skip_run_task: bool = False,
                  default_rec_name: str | None = None,
-                 task_manager_kwargs: Mapping[str, Any] | None = None) -> None:
+                 task_manager_kwargs: Mapping[str, Any] | None = None,
+                 workers: WorkerPlacement | None = None) -> None:
         super().__init__()
         self.experiment_name = experiment_name
         self.task_pool = task_pool
@@ -206,6 +216,27 @@ class TrainerRM(Trainer):
         self.skip_run_task = skip_run_task
         self.default_rec_name = default_rec_name
         self.task_manager_kwargs = dict(task_manager_kwargs or {})
+        self.workers = workers
+
+    def _run_tasks(self, task_func: Callable[..., Any], manager: TaskManager,
+                   query: Mapping[str, Any], experiment_name: str, before_status: str,
+                   after_status: str, **kwargs: Any) -> None:
+        """Run the worker loop here, or the placed loops (``workers``) and check them.
+
+        Raises:
+            WorkerLoopError: When a placed loop stopped before the pool was done.
+        """
+        if self.workers is None:
+            run_task(task_func, manager, query=query, experiment_name=experiment_name,
+                     before_status=before_status, after_status=after_status, **kwargs)
+            return
+        from taskroll.cluster.loop import LoopOptions
+        from taskroll.cluster.placement import raise_for_stopped
+
+        options = LoopOptions(task_pool=manager.task_pool, func=task_func, query=query,
+                              before_status=before_status, after_status=after_status,
+                              experiment=experiment_name, kwargs=kwargs)
+        raise_for_stopped(self.workers.run_loops(options))
 
     def _names(self, experiment_name: str | None) -> tuple[str, str]:
         experiment = experiment_name or self.experiment_name or DEFAULT_EXPERIMENT
@@ -229,9 +260,10 @@ class TrainerRM(Trainer):
             ids = manager.create_task(task_list)
             query = {"_id": {"$in": ids}}
             if not self.skip_run_task:
-                run_task(train_func, manager, query=query, experiment_name=experiment_name,
-                         before_status=before_status, after_status=after_status,
-                         recorder_name=default_rec_name or self.default_rec_name, **kwargs)
+                self._run_tasks(train_func, manager, query, experiment_name, before_status,
+                                after_status,
+                                recorder_name=default_rec_name or self.default_rec_name,
+                                **kwargs)
             # also for the delayed trainer: other workers may still hold some of these tasks.
             # wait() counts part_done as undone (as Qlib), and part_done is where the
             # delayed trainer's tasks stop, so it waits for the waiting/running ones only.
@@ -279,9 +311,10 @@ class DelayTrainerRM(TrainerRM):
                  train_func: TrainFunction = begin_task_train,
                  end_train_func: Callable[..., Recorder] = end_task_train,
                  skip_run_task: bool = False, default_rec_name: str | None = None,
-                 task_manager_kwargs: Mapping[str, Any] | None = None) -> None:
+                 task_manager_kwargs: Mapping[str, Any] | None = None,
+                 workers: WorkerPlacement | None = None) -> None:
         super().__init__(experiment_name, task_pool, train_func, skip_run_task, default_rec_name,
-                         task_manager_kwargs)
+                         task_manager_kwargs, workers)
         self.end_train_func = end_train_func
         self.delay = True
 
@@ -306,9 +339,9 @@ class DelayTrainerRM(TrainerRM):
         query = {"_id": {"$in": ids}}
         with self._manager(task_pool) as manager:
             if not self.skip_run_task:
-                run_task(end_train_func or self.end_train_func, manager, query=query,
-                         before_status=TaskManager.STATUS_PART_DONE,
-                         experiment_name=experiment_name, **kwargs)
+                self._run_tasks(end_train_func or self.end_train_func, manager, query,
+                                experiment_name, TaskManager.STATUS_PART_DONE,
+                                TaskManager.STATUS_DONE, **kwargs)
             manager.wait(query=query)
         return _mark_ended(recorders)
 

@@ -1,0 +1,183 @@
+"""A real Dask cluster on loopback for the tests: ``dask scheduler`` and ``dask worker`` processes.
+
+Each process runs in a session of its own (its own process group), so stopping the
+cluster kills the nanny and the worker process it started. Worker processes get
+``PYTHONPATH`` set to a folder of task functions written by the tests (Dask imports a
+loop's task function by name where the loop runs).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskroll.manage import TaskManager
+
+DASK = Path(sys.executable).with_name("dask")
+STARTUP_SECONDS = 90.0
+
+#: Task functions the Dask workers import as ``scale_tasks:NAME``.
+TASKS_MODULE = '''
+import os
+import time
+
+
+def _append(path, line):
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(descriptor, line.encode())
+    finally:
+        os.close(descriptor)
+
+
+def record_task(task, **kwargs):
+    """Log "start"/"end" lines with the Dask worker's name and pid; hold once if asked."""
+    from distributed import get_worker
+
+    name = get_worker().name
+    _append(task["log"], f"start {task['index']} {name} {os.getpid()}\\n")
+    hold = task.get("hold")
+    if hold and not os.path.exists(task["marker"]):
+        with open(task["marker"] + ".tmp", "w") as marker:
+            marker.write(str(os.getpid()))
+        os.rename(task["marker"] + ".tmp", task["marker"])
+        time.sleep(hold)
+    time.sleep(task.get("sleep", 0.0))
+    _append(task["log"], f"end {task['index']} {name} {os.getpid()}\\n")
+    return {"index": task["index"], "worker": name, "pid": os.getpid()}
+'''
+
+
+FUNC = "scale_tasks:record_task"
+
+
+def create_pool(url: str, pool: str, count: int, log: Path, **extra: Any) -> None:
+    """``count`` tasks for ``scale_tasks:record_task`` that log to ``log``."""
+    with TaskManager(pool, store=url) as manager:
+        manager.create_task([{"index": index, "log": str(log), **extra}
+                             for index in range(count)])
+
+
+def log_lines(log: Path) -> dict[str, collections.Counter[int]]:
+    """``{"start": Counter(index), "end": Counter(index)}`` from a task log."""
+    counts: dict[str, collections.Counter[int]] = {"start": collections.Counter(),
+                                                   "end": collections.Counter()}
+    for line in log.read_text().splitlines():
+        event, index, _, _ = line.split()
+        counts[event][int(index)] += 1
+    return counts
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This environment without ``TASKROLL_*`` settings, plus ``extra``."""
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith("TASKROLL_")}
+    environment.update(extra)
+    return environment
+
+
+@dataclass
+class DaskCluster:
+    """A scheduler and its workers, started as processes."""
+
+    address: str
+    tasks_folder: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The scheduler as ``taskroll worker --on`` takes it."""
+        return "dask://" + self.address.removeprefix("tcp://")
+
+    def client(self) -> Any:
+        """A ``distributed.Client`` of this cluster (close it)."""
+        from distributed import Client
+
+        return Client(self.address, timeout="30s")
+
+    def stop(self) -> None:
+        """Kill every process group of the cluster."""
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+
+
+def _scheduler_failed(message: str) -> None:
+    """A scheduler that cannot start fails the test in CI and skips it elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def dask_cluster(folder: Path, workers: Sequence[tuple[str, Sequence[str]]]) -> Iterator[DaskCluster]:
+    """Start ``dask scheduler`` and one ``dask worker`` per ``(name, extra options)``.
+
+    Workers have one process and one thread each (``--nworkers 1 --nthreads 1``), no
+    dashboard, and the folder of :data:`TASKS_MODULE` on their ``PYTHONPATH``. Yields
+    once every worker has registered with the scheduler.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scale_tasks.py").write_text(TASKS_MODULE)
+    port = free_port()
+    cluster = DaskCluster(address=f"tcp://127.0.0.1:{port}", tasks_folder=folder)
+    environment = clean_environment(PYTHONPATH=str(folder))
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    try:
+        cluster.processes["scheduler"] = subprocess.Popen(
+            [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--no-dashboard"], cwd=folder, env=environment, start_new_session=True,
+            stdout=(logs / "scheduler.log").open("wb"), stderr=subprocess.STDOUT)
+        for name, options in workers:
+            cluster.processes[name] = subprocess.Popen(
+                [str(DASK), "worker", cluster.address, "--nworkers", "1", "--nthreads", "1",
+                 "--no-dashboard", "--host", "127.0.0.1", "--name", name, *options],
+                cwd=folder, env=environment, start_new_session=True,
+                stdout=(logs / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
+        _wait_for_workers(cluster, len(workers), logs)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _wait_for_workers(cluster: DaskCluster, count: int, logs: Path) -> None:
+    """Wait until ``count`` workers are registered; warm them (import taskroll's loop)."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    client = None
+    while client is None:
+        if cluster.processes["scheduler"].poll() is not None or time.monotonic() > deadline:
+            _scheduler_failed("the Dask scheduler did not start: "
+                              + (logs / "scheduler.log").read_text()[-2000:])
+        try:
+            client = cluster.client()
+        except OSError:
+            time.sleep(0.5)
+    try:
+        client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
+        client.run(importlib.import_module, "taskroll.cluster.dask_workers")
+    finally:
+        client.close()

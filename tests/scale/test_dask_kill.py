@@ -1,0 +1,68 @@
+"""A Dask worker process SIGKILLed while its loop runs a task: nothing is lost or committed twice.
+
+The killed process is the worker process that runs the loop (not its nanny, which starts
+a new one). Dask runs the lost loop again; the task the dead loop held stays ``running``
+until its lease (2 s here) ends, and the loops drain, waiting for it, so it is run again
+and committed once. This module has a cluster of its own (the kill disturbs it).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dask_cluster import FUNC, DaskCluster, clean_environment, create_pool, log_lines
+
+from taskroll.manage import TaskManager
+
+
+@pytest.mark.slow
+def test_sigkilled_dask_worker_loses_no_task_and_commits_each_once(
+        cluster: DaskCluster, tmp_path: Path) -> None:
+    url, log, marker = f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path / "runs.log", tmp_path / "held"
+    create_pool(url, "numbers", 10, log, sleep=0.2, marker=str(marker))
+    with TaskManager("numbers", store=url) as manager:
+        # the held task, claimed first by whichever loop starts first
+        held = manager.create_task([{"index": 10, "log": str(log), "hold": 600,
+                                     "marker": str(marker)}])[0]
+        manager.prioritize(manager.re_query(held), 10)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "taskroll", "worker", "-t", "numbers", "-n", "2", "--func", FUNC,
+         "--on", cluster.url, "--until-pool-done"],
+        cwd=tmp_path, env=clean_environment(TASKROLL_TASK_URL=url, TASKROLL_LEASE_SECONDS="2"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert command.poll() is None, command.communicate()
+            assert time.monotonic() < deadline, "no loop started the held task"
+            time.sleep(0.1)
+        victim = int(marker.read_text())
+        nannies = {process.pid for process in cluster.processes.values()}
+        assert victim not in nannies  # the worker process, not a `dask worker` nanny
+        os.kill(victim, signal.SIGKILL)
+        stdout, stderr = command.communicate(timeout=240)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.communicate()
+    assert command.returncode == 0, stdout + stderr
+    lines = [line for line in stdout.splitlines() if line.startswith("worker")]
+    assert len(lines) == 2, stdout
+    # the killed loop had committed nothing (the held task was its first): the two
+    # summaries that came back account for every commit, each task once
+    assert sum(int(line.split("): ")[1].split()[0]) for line in lines) == 11, stdout
+    counts = log_lines(log)
+    assert counts["end"] == collections.Counter(range(11))
+    assert counts["start"] == collections.Counter({**dict.fromkeys(range(10), 1), 10: 2})
+    with TaskManager("numbers", store=url) as manager:
+        assert manager.task_stat() == {"done": 11}
+        tasks = {task["def"]["index"]: task for task in manager.query()}
+    assert tasks[10]["attempts"] == 2 and tasks[10]["res"]["pid"] != victim
+    assert all(tasks[index]["attempts"] == 1 for index in range(10))
