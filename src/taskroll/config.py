@@ -3,10 +3,12 @@
 There is exactly one settings object, :data:`settings`, changed only through
 :func:`init`. Values come from the arguments of :func:`init`, else from the
 environment (``TASKROLL_TASK_URL``, ``TASKROLL_TASK_DB_NAME``,
-``TASKROLL_TRACKING_URI``, ``TASKROLL_LEASE_SECONDS``, ``TASKROLL_MAX_ATTEMPTS``,
-``TASKROLL_PROVIDER_URI``, ``TASKROLL_REGION``), else from defaults that keep everything
-in the working directory: ``sqlite:///taskroll.db`` for tasks and ``sqlite:///mlruns.db``
-for MLflow, and no data folder.
+``TASKROLL_TRACKING_URI``, ``TASKROLL_ARTIFACT_ROOT``, ``TASKROLL_LEASE_SECONDS``,
+``TASKROLL_MAX_ATTEMPTS``, ``TASKROLL_PROVIDER_URI``, ``TASKROLL_REGION``), else from
+defaults that keep everything in the working directory: ``sqlite:///taskroll.db`` for
+tasks and ``sqlite:///mlruns.db`` for MLflow, and no data folder. A team shares one
+PostgreSQL database for both (``postgresql://...`` and ``postgresql+psycopg://...``, see
+:mod:`taskroll.train.tracking_database`) and one artifact folder mounted on every machine.
 
 :func:`init` takes Qlib's names where Qlib has them (``provider_uri``, ``region``,
 ``mongo={"task_url": ..., "task_db_name": ...}``); an unknown keyword is an error, never
@@ -21,14 +23,15 @@ never breaks ``import taskroll`` or commands that do not need it.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from taskroll.errors import TaskConfigError
+from taskroll.config_keywords import unknown_keywords_message
+from taskroll.errors import TaskConfigError, TaskrollWarning
 from taskroll.task.spec import set_allowed_modules
 
 DEFAULT_TASK_DB_NAME = "taskroll"
@@ -43,16 +46,8 @@ MAX_ATTEMPTS_LIMIT = 2**31 - 1
 REGION_CALENDARS: dict[str, str] = {"cn": "XSHG", "us": "XNYS"}
 #: Keys of Qlib's ``mongo`` setting that :func:`init` understands.
 MONGO_KEYS: tuple[str, ...] = ("task_url", "task_db_name")
-#: What to use instead of ``qlib.init`` keywords taskroll has no equivalent for.
-_QLIB_ONLY_HINTS: dict[str, str] = {
-    "exp_manager": "give the MLflow URI as tracking_uri=... (and artifact_root=...)",
-    "default_exp_name": "name the experiment where you train: task_train(task, experiment_name)",
-    "kernels": "taskroll reads data in-process; start more workers to train in parallel",
-    "expression_cache": "taskroll caches loaded data and features in-process by itself",
-    "dataset_cache": "taskroll caches loaded data and features in-process by itself",
-    "redis_host": "taskroll needs no redis",
-    "redis_port": "taskroll needs no redis",
-}
+#: Schemes (before ``+driver``) of database servers: their runs need a shared ``artifact_root``.
+SERVER_SCHEMES: frozenset[str] = frozenset({"postgresql", "postgres", "mysql", "mssql"})
 
 
 def check_lease_seconds(value: object, name: str = "lease_seconds") -> float:
@@ -218,8 +213,9 @@ def init(
     Args:
         task_url: Task store URL (``sqlite:///...``, ``mongodb://...``, ``postgresql://...``).
         task_db_name: MongoDB database name.
-        tracking_uri: MLflow tracking URI.
-        artifact_root: Artifact location for new experiments.
+        tracking_uri: MLflow tracking URI (``postgresql+psycopg://...`` for a team database).
+        artifact_root: Artifact location for new experiments (with a database server: a
+            folder every machine mounts at this path; unset, a :class:`TaskrollWarning`).
         lease_seconds: Lease length for fetched tasks.
         max_attempts: Attempts before a task is marked ``failed``.
         allowed_modules: Module prefixes that task definitions may import (e.g.
@@ -251,7 +247,7 @@ def init(
             then).
     """
     if unknown:
-        raise TaskConfigError(_unknown_keywords(sorted(unknown)))
+        raise TaskConfigError(unknown_keywords_message(sorted(unknown)))
     task_url, task_db_name = _merge_mongo(mongo, task_url, task_db_name)
     modules = None if allowed_modules is None else _joined(allowed_modules)
     tracking_uris = None if allowed_tracking_uris is None else _joined(allowed_tracking_uris)
@@ -275,6 +271,12 @@ def init(
         region=region if region is not None else current.region,
     )
     _SettingsHolder.current = updated
+    if updated.artifact_root is None and updated.tracking_uri and updated.tracking_uri.split(
+            ":", 1)[0].split("+")[0].lower() in SERVER_SCHEMES:
+        warnings.warn("the tracking store is a database server but artifact_root is not set: "
+                      "each run's files would go to ./mlruns of the process that creates its "
+                      "experiment; give artifact_root=... a folder every machine mounts",
+                      TaskrollWarning, stacklevel=2)
     exported = {
         "TASKROLL_TASK_URL": updated.task_url,
         "TASKROLL_TASK_DB_NAME": updated.task_db_name,
@@ -294,26 +296,6 @@ def init(
         if value:
             os.environ[name] = value
     return updated
-
-
-_INIT_KEYWORDS: tuple[str, ...] = (
-    "task_url", "task_db_name", "tracking_uri", "artifact_root", "lease_seconds",
-    "max_attempts", "allowed_modules", "allowed_tracking_uris", "provider_uri", "region",
-    "mongo")
-
-
-def _unknown_keywords(names: list[str]) -> str:
-    """The message for keywords :func:`init` does not take: each with a hint or the closest."""
-    parts = []
-    for name in names:
-        if name in _QLIB_ONLY_HINTS:
-            parts.append(f"{name!r} (a qlib.init keyword taskroll does not take: "
-                         f"{_QLIB_ONLY_HINTS[name]})")
-            continue
-        closest = difflib.get_close_matches(name, _INIT_KEYWORDS, n=1, cutoff=0.5)
-        parts.append(f"{name!r}" + (f" (did you mean {closest[0]!r}?)" if closest else ""))
-    return (f"init() got unknown keyword(s) {', '.join(parts)}; it takes "
-            f"{', '.join(_INIT_KEYWORDS)}")
 
 
 def _merge_mongo(mongo: Mapping[str, str] | None, task_url: str | None,

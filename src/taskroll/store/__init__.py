@@ -14,8 +14,8 @@ def open_store(url: str, db_name: str | None = None) -> TaskStore:
 
     Args:
         url: ``sqlite:///path/to/file.db`` (``sqlite:///:memory:`` is refused: workers
-            in other processes could not see it), ``postgresql://user@host:port/db`` or
-            ``mongodb://host:port``.
+            in other processes could not see it), ``postgresql://user@host:port/db``
+            (``postgresql+psycopg://`` too, as in MLflow tracking URIs) or ``mongodb://host:port``.
         db_name: Database name for MongoDB (Qlib's ``task_db_name``).
 
     Returns:
@@ -30,10 +30,11 @@ def open_store(url: str, db_name: str | None = None) -> TaskStore:
         from taskroll.store.sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
-    if scheme in ("postgresql", "postgres"):
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         from taskroll.store.postgres import PostgresStore
 
-        return PostgresStore.from_url(url)
+        # ``postgresql+psycopg://`` (MLflow's form of the same database) is read by psycopg
+        return PostgresStore.from_url("postgresql" + url[len(scheme):] if "+" in scheme else url)
     if scheme in ("mongodb", "mongodb+srv"):
         from taskroll.store.mongo import MongoStore
 

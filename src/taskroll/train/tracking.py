@@ -5,7 +5,10 @@ Two MLflow behaviours are worked around here:
 * MLflow's SQL store creates and migrates its schema (alembic) when a process first
   opens a fresh database, with no inter-process lock: two processes doing so at once
   fail ("table already exists", half-applied revisions). :func:`open_client` opens
-  each store under a file lock beside the database (``mlruns.db.lock``).
+  each store under a file lock beside the database (``mlruns.db.lock``), and a
+  PostgreSQL store also under an advisory lock in the database, which every machine
+  sees (:mod:`taskroll.train.tracking_database`). A new SQLite file gets MLflow's
+  schema copied from a ready template instead (:mod:`taskroll.train.tracking_template`).
 * SQLite has one writer at a time; writers can still get "database is locked"
   despite MLflow's busy timeout. :func:`call_mlflow` retries those with backoff and
   translates every other failure into :class:`~taskroll.errors.RecorderError`.
@@ -36,8 +39,9 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from taskroll.errors import RecorderError
-from taskroll.store.references import strip_credentials
 from taskroll.store.urls import mask_url
+from taskroll.train.tracking_database import driver_uri, schema_lock, tracking_uri_key
+from taskroll.train.tracking_template import seed_sqlite_database
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -137,7 +141,8 @@ def _lock_path(tracking_uri: str) -> Path | None:
         return database.with_name(database.name + ".lock")
     scheme = urlparse(tracking_uri).scheme.split("+")[0]
     if scheme in {"postgresql", "mysql", "mssql"}:
-        digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
+        # hashed without credentials: a temp file name must not let anyone test guesses
+        digest = hashlib.sha256(tracking_uri_key(tracking_uri).encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"taskroll-mlflow-{digest}.lock"
     return None  # file stores and tracking servers initialise themselves
 
@@ -226,11 +231,12 @@ def open_client(tracking_uri: str) -> MlflowClient:
 
         lock_path = _lock_path(tracking_uri)
         lock = file_lock(lock_path) if lock_path is not None else contextlib.nullcontext()
-        with lock:
+        with lock, schema_lock(tracking_uri):  # the file lock: one machine; schema_lock: all
             # Building the client builds the store (MLflow 3 does it in the constructor,
             # older versions on first use): schema creation and alembic upgrades run here.
             shown = mask_url(tracking_uri)
-            client = call_mlflow(lambda: MlflowClient(tracking_uri=tracking_uri),
+            seed_sqlite_database(tracking_uri)  # a new SQLite file: MLflow's ready schema
+            client = call_mlflow(lambda: MlflowClient(tracking_uri=driver_uri(tracking_uri)),
                                  f"open the tracking store {shown}")
             call_mlflow(lambda: client.search_experiments(max_results=1),
                         f"open the tracking store {shown}")
@@ -255,10 +261,10 @@ def allowed_tracking_uris() -> dict[str, str]:
     The configured tracking URI comes first; ``TASKROLL_ALLOWED_TRACKING_URIS`` adds more.
     """
     configured = configured_tracking_uri()
-    allowed = {strip_credentials(configured): configured}
+    allowed = {tracking_uri_key(configured): configured}
     for item in os.environ.get(ALLOWED_TRACKING_URIS_ENVIRONMENT, "").split(","):
         if item.strip():
-            allowed.setdefault(strip_credentials(item.strip()), item.strip())
+            allowed.setdefault(tracking_uri_key(item.strip()), item.strip())
     return allowed
 
 
@@ -279,7 +285,7 @@ def resolve_tracking_uri(reference_uri: str | None, run_id: str) -> tuple[str, b
     configured = configured_tracking_uri()
     if reference_uri is None:
         return configured, True
-    key = strip_credentials(reference_uri)
+    key = tracking_uri_key(reference_uri)
     allowed = allowed_tracking_uris()
     if key not in allowed:
         shown = ", ".join(mask_url(uri) for uri in allowed)
@@ -287,7 +293,7 @@ def resolve_tracking_uri(reference_uri: str | None, run_id: str) -> tuple[str, b
             f"recorder {run_id!r} lives in tracking store {mask_url(key)!r}, which this "
             f"process is not configured for (allowed: {shown}); set TASKROLL_TRACKING_URI "
             f"or add it to {ALLOWED_TRACKING_URIS_ENVIRONMENT} if you trust it")
-    return allowed[key], key == strip_credentials(configured)
+    return allowed[key], key == tracking_uri_key(configured)
 
 
 def local_directory(artifact_uri: str) -> Path | None:
