@@ -12,6 +12,10 @@
 #   folder that account owns; it needs nothing else of ours (not the checkout, not
 #   .venv). This script makes sure such an account exists and can run the binaries.
 #
+# * Chromium (Debian's `chromium` package) for the dashboard's browser tests, when
+#   /usr/bin/chromium is missing; Playwright (from ".[dev]") drives it, so no browser is
+#   downloaded at test time.
+#
 # Idempotent and quiet; works as root or, through sudo, as a normal user.
 set -euo pipefail
 
@@ -49,6 +53,30 @@ else
     echo "install-test-servers: PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
 fi
 
+if [ -x /usr/bin/chromium ]; then
+    echo "install-test-servers: Chromium already present: /usr/bin/chromium"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        echo "install-test-servers: need root (or sudo) to apt-get install chromium" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-test-servers: no apt-get; install Chromium at /usr/bin/chromium by hand" >&2
+        exit 1
+    fi
+    echo "install-test-servers: installing chromium with apt-get"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        chromium >/dev/null
+    [ -x /usr/bin/chromium ] || { echo "install-test-servers: /usr/bin/chromium still missing after install" >&2; exit 1; }
+    echo "install-test-servers: Chromium installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+fi
+
 if [ "$(id -u)" -eq 0 ]; then
     if ! id -u postgres >/dev/null 2>&1 && ! id -u nobody >/dev/null 2>&1; then
         echo "install-test-servers: creating the system account 'postgres' to run the test server"
@@ -73,6 +101,6 @@ fi
 if ! "$python_bin" -c "" >/dev/null 2>&1; then
     echo "install-test-servers: note: $python_bin cannot run as $(id -un); run the tests as the" \
          "user who made the environment"
-elif ! "$python_bin" -c "import psycopg, pymongo, nx_27017" >/dev/null 2>&1; then
-    echo "install-test-servers: note: run 'pip install -e \".[dev]\"' for psycopg, pymongo and nx-27017"
+elif ! "$python_bin" -c "import psycopg, pymongo, nx_27017, playwright" >/dev/null 2>&1; then
+    echo "install-test-servers: note: run 'pip install -e \".[dev]\"' for psycopg, pymongo, nx-27017 and playwright"
 fi

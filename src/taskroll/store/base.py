@@ -39,7 +39,9 @@ Invariants every implementation must keep (checked by :mod:`taskroll.testing`):
 6. Queries use :func:`taskroll.store.query.parse_query` semantics in every backend.
 7. Unknown pools read as empty; :meth:`list_pools` lists pools that hold or held
    tasks and were not dropped.
-8. A write that raises changes nothing and leaves no transaction or lock behind, whatever
+8. :meth:`find_page` returns what sorting every match (missing values lowest, then
+   insertion order) and slicing ``[skip:skip + limit]`` would return.
+9. A write that raises changes nothing and leaves no transaction or lock behind, whatever
    the exception. Values are checked by :mod:`taskroll.store.values` before anything is
    written: a priority is an ``int`` in the signed 64-bit range, a status a
    :class:`~taskroll.status.Status` name, a ``filter`` plain JSON without NUL characters
@@ -82,6 +84,59 @@ RECORD_FIELDS: Final = (
 )
 
 Record = dict[str, Any]
+
+#: Fields :meth:`TaskStore.find_page` sorts by (``created`` is insertion order).
+SORT_FIELDS: Final = ("created", "started", "finished", "priority", "attempts", "status",
+                      "worker", "lease_until", "_id")
+#: Most records one page may hold.
+MAX_PAGE_SIZE: Final = 10_000
+#: A sort order: ``(field, 1)`` ascending or ``(field, -1)`` descending, most significant first.
+SortOrder = Sequence[tuple[str, int]]
+
+
+def check_page(sort: SortOrder, skip: int, limit: int) -> tuple[list[tuple[str, int]], int, int]:
+    """Return ``(sort, skip, limit)`` checked for :meth:`TaskStore.find_page`.
+
+    Raises:
+        TaskConfigError: For a field outside :data:`SORT_FIELDS`, a direction other than
+            1 / -1, a ``skip`` below 0 or a ``limit`` outside 1 .. :data:`MAX_PAGE_SIZE`.
+    """
+    checked: list[tuple[str, int]] = []
+    for item in sort:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TaskConfigError(f"a sort key is a (field, direction) pair, got {item!r}")
+        field, direction = item
+        if field not in SORT_FIELDS:
+            raise TaskConfigError(f"cannot sort by {field!r}; choose one of {list(SORT_FIELDS)}")
+        if isinstance(direction, bool) or direction not in (1, -1):
+            raise TaskConfigError(f"a sort direction is 1 or -1, got {direction!r}")
+        checked.append((str(field), int(direction)))
+    for name, value, lowest in (("skip", skip, 0), ("limit", limit, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise TaskConfigError(f"{name} must be a whole number >= {lowest}, got {value!r}")
+    if limit > MAX_PAGE_SIZE:
+        raise TaskConfigError(f"limit must be at most {MAX_PAGE_SIZE}, got {limit}")
+    return checked, skip, limit
+
+
+def sort_records(records: Sequence[Record], sort: SortOrder) -> list[Record]:
+    """Sort records (given in insertion order) as :meth:`TaskStore.find_page` does.
+
+    Missing values sort lowest (first ascending, last descending), ties keep insertion
+    order; ``created`` sorts by insertion order.
+    """
+    ordered = list(records)
+    for field, direction in reversed(list(sort)):
+        if field == "created":
+            if direction == -1:
+                ordered.reverse()
+            continue
+        present = [record for record in ordered if record.get(field) is not None]
+        missing = [record for record in ordered if record.get(field) is None]
+        present.sort(key=lambda record: record[field], reverse=direction == -1)
+        # a stable descending sort keeps ties in insertion order
+        ordered = present + missing if direction == -1 else missing + present
+    return ordered
 
 
 def read_in_pages(read_page: Callable[[int, int], Sequence[Sequence[Any]]], limit: int | None,
@@ -209,6 +264,39 @@ class TaskStore(abc.ABC):
         for record in self.find(pool, [Condition("_id", (), "$eq", task_id)], limit=1):
             return record
         return None
+
+    def find_page(self, pool: str, conditions: Sequence[Condition], sort: SortOrder = (),
+                  skip: int = 0, limit: int = 100) -> list[Record]:
+        """Return one page of matching records, for views that page through a large pool.
+
+        Args:
+            pool: The pool.
+            conditions: Parsed query (:func:`taskroll.store.query.parse_query`).
+            sort: ``(field, 1 | -1)`` pairs over :data:`SORT_FIELDS`; missing values sort
+                lowest (first ascending, last descending, as in MongoDB); ties, and an empty
+                ``sort``, fall back to insertion order.
+            skip: Matching records to skip first.
+            limit: Most records to return (1 .. :data:`MAX_PAGE_SIZE`).
+
+        Count the matches with :meth:`count_by_status`. This default reads every match;
+        the stores override it with one sorted, limited query in the database.
+
+        Raises:
+            TaskConfigError: For a malformed ``sort``, ``skip`` or ``limit``.
+        """
+        sort, skip, limit = check_page(sort, skip, limit)
+        return sort_records(list(self.find(pool, conditions)), sort)[skip:skip + limit]
+
+    def live_workers(self, pool: str) -> list[str]:
+        """Return the workers holding an unexpired lease in the pool, sorted, each once.
+
+        A lease is live while ``lease_until`` is after :meth:`now` (the database clock).
+        This default reads the running tasks; SQL stores override it with one query.
+        """
+        conditions = [Condition("status", (), "$eq", "running"),
+                      Condition("lease_until", (), "$gt", self.now())]
+        return sorted({str(record["worker"]) for record in self.find(pool, conditions)
+                       if record.get("worker") is not None})
 
     @abc.abstractmethod
     def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:

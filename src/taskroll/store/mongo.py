@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from taskroll.errors import StoreError, require
-from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, TaskStore
+from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, SortOrder, TaskStore, check_page
 from taskroll.store.mongo_query import Filter, MongoQuery
 from taskroll.store.query import Condition
 from taskroll.store.retry import ServerUnreachable, retry_while_unreachable
@@ -465,6 +465,19 @@ class MongoStore(TaskStore):
              limit: int | None = None) -> Iterator[Record]:
         """Yield matching records oldest first."""
         return self._find(pool, MongoQuery(conditions), limit)
+
+    def find_page(self, pool: str, conditions: Sequence[Condition], sort: SortOrder = (),
+                  skip: int = 0, limit: int = 100) -> list[Record]:
+        """One page with ``find(sort, skip, limit)``; residual conditions sift in Python."""
+        sort, skip, limit = check_page(sort, skip, limit)
+        query = MongoQuery(conditions)
+        order = [("seq" if field == "created" else field, direction) for field, direction in sort]
+        order += [] if any(field == "seq" for field, _ in order) else [("seq", 1)]
+        if query.residual:
+            return list(self._find(pool, query, None, sort=order))[skip:skip + limit]
+        documents = self._run(lambda: list(self._collection(pool).find(
+            query.filter(), sort=order, skip=skip, limit=limit)))
+        return [_to_record(document) for document in documents]
 
     def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
         """Count matching tasks per status with a ``$group`` aggregation."""

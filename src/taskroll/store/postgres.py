@@ -32,11 +32,12 @@ their ``seq`` numbers first (input order) and then insert rows sorted by id with
 Queries are translated to SQL by :mod:`taskroll.store.postgres_query` with the semantics
 of :func:`taskroll.store.query.matches` (JSON types kept apart: ``true`` is not ``1``).
 
-Connections: a small pool per process (threads such as a worker's heartbeat borrow one
-per operation), autocommit. When the server goes away (restart, failover) broken
-connections are dropped and the operation is retried with backoff for up to
-``retry_seconds`` (:func:`taskroll.store.retry.retry_while_unreachable`). Passwords never
-appear in ``repr`` or error messages.
+Connections (:mod:`taskroll.store.postgres_connection`): a small pool per process
+(threads such as a worker's heartbeat borrow one per operation), autocommit. When the
+server goes away (restart, failover) broken connections are dropped and the operation is
+retried with backoff for up to ``retry_seconds``
+(:func:`taskroll.store.retry.retry_while_unreachable`). Passwords never appear in
+``repr`` or error messages.
 
 Round trips: a claim is one statement (the ``UPDATE ... RETURNING`` above) and a commit
 one (``UPDATE``, times stamped by the server in the statement); a reap is one more
@@ -45,29 +46,24 @@ statement, which the manager runs at most once a second.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from taskroll.errors import StoreError, require
 from taskroll.store.base import (
     NOW,
     RECORD_FIELDS,
     WRITABLE_FIELDS,
     Record,
+    SortOrder,
     TaskStore,
     check_claim_count,
+    check_page,
     read_in_pages,
 )
+from taskroll.store.postgres_connection import PostgresConnections
 from taskroll.store.postgres_query import Fragment, Translator
 from taskroll.store.query import Condition
-from taskroll.store.retry import ServerUnreachable, retry_while_unreachable
-from taskroll.store.urls import mask_url
 from taskroll.store.values import (
     check_claim,
     check_fields,
@@ -79,8 +75,6 @@ from taskroll.store.values import (
 
 if TYPE_CHECKING:
     from psycopg import Connection
-
-Result = TypeVar("Result")
 
 #: The database clock in UNIX seconds, fixed within one statement.
 CLOCK = "extract(epoch from statement_timestamp())::float8"
@@ -117,6 +111,9 @@ _COLUMNS = (
     "attempts", "error", "claimed_from",
 )
 _SELECT = ", ".join(_COLUMNS)
+#: Sort fields of ``find_page`` whose column differs (text in code-point order, as SQLite).
+_SORT_COLUMNS = {"created": "seq", "_id": 'id COLLATE "C"', "status": 'status COLLATE "C"',
+                 "worker": 'worker COLLATE "C"'}
 
 
 def _has_nul(*texts: Any) -> bool:
@@ -140,7 +137,7 @@ def _to_record(row: Sequence[Any]) -> Record:
     return record
 
 
-class PostgresStore(TaskStore):
+class PostgresStore(PostgresConnections, TaskStore):
     """Task store in a PostgreSQL database, shared by any number of worker machines."""
 
     scheme = "postgresql"
@@ -162,24 +159,8 @@ class PostgresStore(TaskStore):
             MissingDependencyError: When psycopg is not installed.
             StoreConnectionError: When the database cannot be reached within ``retry_seconds``.
         """
-        self._psycopg: Any = require("psycopg", "postgres")
-        json_types: Any = require("psycopg.types.json", "postgres")
-        self._jsonb: Callable[[Any], Any] = json_types.Jsonb
-        self.url = url
-        self.safe_url = mask_url(url)
-        try:
-            self._password = urlsplit(url).password or ""
-        except ValueError:
-            self._password = ""
-        self.retry_seconds = retry_seconds
-        self.connect_timeout = connect_timeout
-        self.max_idle = max_idle
-        self.connect_options = dict(connect_options or {})
-        self._lock = threading.Lock()
-        self._idle: list[Connection[Any]] = []
-        self._inherited: list[Connection[Any]] = []
-        self._pid = os.getpid()
-        self._closed = False
+        self._init_connections(url, retry_seconds, connect_timeout, max_idle,
+                               connect_options)
         self._run(self._create_schema)
 
     @classmethod
@@ -189,84 +170,6 @@ class PostgresStore(TaskStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.safe_url!r})"
-
-    # -- connections -----------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        if self._password:
-            text = text.replace(self._password, "***")
-        return re.sub(r"password=\S+", "password=***", text)
-
-    def _acquire(self) -> Connection[Any]:
-        """Take an idle connection of this process, or open one."""
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"the task store {self.safe_url} is closed")
-            if self._pid != os.getpid():  # forked: never touch (or close) the parent's sockets
-                self._inherited, self._idle, self._pid = self._idle, [], os.getpid()
-            while self._idle:
-                connection = self._idle.pop()
-                if not connection.closed:
-                    return connection
-        return cast("Connection[Any]", self._psycopg.connect(
-            self.url, autocommit=True, connect_timeout=self.connect_timeout,
-            application_name="taskroll", **self.connect_options))
-
-    def _release(self, connection: Connection[Any], healthy: bool) -> None:
-        """Keep a healthy, idle connection for reuse (up to ``max_idle``); close others."""
-        idle = self._psycopg.pq.TransactionStatus.IDLE
-        with self._lock:
-            if (healthy and not self._closed and self._pid == os.getpid()
-                    and len(self._idle) < self.max_idle and not connection.broken
-                    and connection.info.transaction_status == idle):
-                self._idle.append(connection)
-                return
-        with contextlib.suppress(self._psycopg.Error):
-            connection.close()
-
-    def _run(self, operation: Callable[[Connection[Any]], Result]) -> Result:
-        """Run ``operation`` on a pooled connection, reconnecting while the server is away."""
-        psycopg = self._psycopg
-
-        def attempt() -> Result:
-            connection: Connection[Any] | None = None
-            healthy = False
-            try:
-                connection = self._acquire()
-                result = operation(connection)
-                healthy = True
-                return result
-            except psycopg.OperationalError as error:
-                lost = (connection is None or connection.closed or connection.broken
-                        or isinstance(error, (psycopg.errors.AdminShutdown,
-                                              psycopg.errors.CannotConnectNow)))
-                if not lost:
-                    raise StoreError(f"PostgreSQL task store {self.safe_url}: "
-                                     f"{self._scrub(str(error))}") from error
-                with self._lock:  # the other idle connections died with the server too
-                    stale, self._idle = self._idle, []
-                for item in stale:
-                    self._release(item, healthy=False)
-                raise ServerUnreachable(
-                    f"cannot reach the PostgreSQL task store {self.safe_url}: "
-                    f"{self._scrub(str(error))}") from error
-            except psycopg.Error as error:
-                healthy = True  # a failed statement leaves an autocommit connection usable
-                raise StoreError(
-                    f"PostgreSQL task store {self.safe_url}: {self._scrub(str(error))}"
-                ) from error
-            finally:
-                if connection is not None:
-                    self._release(connection, healthy)
-        return retry_while_unreachable(attempt, self.retry_seconds)
-
-    def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
-        def operation(connection: Connection[Any]) -> list[Any]:
-            cursor = connection.execute(sql, params)
-            return cursor.fetchall() if cursor.description is not None else []
-        return self._run(operation)
-
-    def _modify(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
-        return self._run(lambda connection: connection.execute(sql, params).rowcount)
 
     @staticmethod
     def _create_schema(connection: Connection[Any]) -> None:
@@ -495,6 +398,25 @@ class PostgresStore(TaskStore):
         for row in pages:
             yield _to_record(row[1:])
 
+    def find_page(self, pool: str, conditions: Sequence[Condition], sort: SortOrder = (),
+                  skip: int = 0, limit: int = 100) -> list[Record]:
+        """One page in one ``ORDER BY ... LIMIT ... OFFSET`` query (NULL sorts lowest)."""
+        sort, skip, limit = check_page(sort, skip, limit)
+        where, params = self._where(pool, conditions)
+        order = "".join(f"{_SORT_COLUMNS.get(field, field)} "
+                        f"{'DESC NULLS LAST' if direction < 0 else 'ASC NULLS FIRST'}, "
+                        for field, direction in sort)
+        rows = self._execute(f"SELECT {_SELECT} FROM taskroll_tasks WHERE {where} "
+                             f"ORDER BY {order}seq LIMIT %s OFFSET %s", [*params, limit, skip])
+        return [_to_record(row) for row in rows]
+
+    def live_workers(self, pool: str) -> list[str]:
+        """Distinct owners of unexpired leases, with one ``SELECT DISTINCT``."""
+        return [row[0] for row in self._execute(
+            "SELECT DISTINCT worker COLLATE \"C\" FROM taskroll_tasks WHERE pool = %s AND "
+            f"status = 'running' AND worker IS NOT NULL AND lease_until > {CLOCK} "
+            "ORDER BY 1", [check_pool(pool)])]
+
     def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
         """Count matching tasks per status with one ``GROUP BY``."""
         where, params = self._where(pool, conditions)
@@ -506,13 +428,3 @@ class PostgresStore(TaskStore):
         """Return the server's clock as UNIX seconds."""
         return float(self._execute(f"SELECT {CLOCK}")[0][0])
 
-    # -- lifetime ------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close this process's idle connections (busy ones close when they finish)."""
-        with self._lock:
-            self._closed = True
-            idle = self._idle if self._pid == os.getpid() else []
-            self._idle = []
-        for connection in idle:
-            with contextlib.suppress(self._psycopg.Error):
-                connection.close()
