@@ -13,6 +13,7 @@ Sub-commands:
   drains the pool, waiting for tasks other workers still run (``--until-pool-done``, the
   default; ``--once``: it does not);
 * ``demo``: the end-to-end demo (:func:`taskroll.demo.run_demo`);
+* ``dashboard``: the web view of the pools (:mod:`taskroll.dashboard`);
 * ``online``: online serving, from :mod:`taskroll.online.cli` when it is installed.
 
 ``-t/--task-pool``, ``--url`` and ``--db-name`` may come before or after the command.
@@ -28,6 +29,11 @@ from types import ModuleType
 from typing import Any
 
 import taskroll
+from taskroll.cluster.dask_workers import DaskWorkers
+from taskroll.cluster.local_workers import LocalWorkers
+from taskroll.cluster.loop import DEFAULT_END_FUNC, DEFAULT_FUNC, LoopOptions, load_function
+from taskroll.cluster.placement import WorkerPlacement
+from taskroll.dashboard.cli import add_dashboard_parser, run_dashboard
 from taskroll.errors import TaskrollError, UnknownPoolError
 from taskroll.manage import TaskManager
 from taskroll.manage_cli import (
@@ -38,10 +44,6 @@ from taskroll.manage_cli import (
     report_errors,
     run_command,
 )
-from taskroll.cluster.dask_workers import DaskWorkers
-from taskroll.cluster.local_workers import LocalWorkers
-from taskroll.cluster.loop import DEFAULT_END_FUNC, DEFAULT_FUNC, LoopOptions, load_function
-from taskroll.cluster.placement import WorkerPlacement
 
 __all__ = ["DEFAULT_END_FUNC", "DEFAULT_FUNC", "build_parser", "dispatch", "load_function",
            "main", "run_worker"]
@@ -143,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2, help="worker processes (2)")
     demo.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
 
+    add_dashboard_parser(commands, parents=[pool_parent])
+
     online, _ = _online_module()
     if online is not None:
         online.add_online_parser(commands)
@@ -232,6 +236,8 @@ def dispatch(arguments: argparse.Namespace) -> int:
         return run_worker(arguments)
     if arguments.command == "demo":
         return run_demo_command(arguments)
+    if arguments.command == "dashboard":
+        return run_dashboard(arguments)
     if arguments.command == "online":
         online, reason = _online_module()
         if online is None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from dashboard_helpers import POOL, MixedPool, free_port
 
 from taskroll.dashboard.cli import INSTALL_HINT, build_parser
@@ -20,11 +21,18 @@ def _environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("TASKROLL_")}
 
 
-def _serve(mixed_pool: MixedPool, folder: Path, output: int) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``python -m taskroll.dashboard`` on the pool's store; wait until it answers."""
+MODULE = ("-m", "taskroll.dashboard")
+"""``python -m taskroll.dashboard``."""
+COMMAND = ("-m", "taskroll", "dashboard")
+"""``taskroll dashboard`` (the same entry point as the ``taskroll`` script)."""
+
+
+def _serve(mixed_pool: MixedPool, folder: Path, output: int,
+           command: tuple[str, ...] = MODULE) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the dashboard on the pool's store; wait until it answers."""
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "-m", "taskroll.dashboard", "--url", mixed_pool.url, "--port", str(port)],
+        [PYTHON, *command, "--url", mixed_pool.url, "--port", str(port)],
         cwd=folder, env=_environment(), stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:
@@ -38,9 +46,11 @@ def _serve(mixed_pool: MixedPool, folder: Path, output: int) -> tuple[subprocess
             time.sleep(0.2)
 
 
-def test_module_serves_the_store_named_on_the_command_line(mixed_pool: MixedPool,
-                                                            tmp_path: Path) -> None:
-    process, port = _serve(mixed_pool, tmp_path, subprocess.PIPE)
+@pytest.mark.parametrize("command", [MODULE, COMMAND], ids=["module", "taskroll-dashboard"])
+def test_command_serves_the_store_named_on_the_command_line(mixed_pool: MixedPool,
+                                                             tmp_path: Path,
+                                                             command: tuple[str, ...]) -> None:
+    process, port = _serve(mixed_pool, tmp_path, subprocess.PIPE, command)
     try:
         response = httpx.get(f"http://127.0.0.1:{port}/api/pools", timeout=5)
         counts = response.json()["pools"][0]["counts"]
