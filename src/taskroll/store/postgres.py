@@ -105,6 +105,15 @@ _SCHEMA = (
     "ON taskroll_tasks USING gin (filter jsonb_path_ops)",
     "CREATE TABLE IF NOT EXISTS taskroll_pools (pool text PRIMARY KEY, created float8)",
 )
+_INDEXES = ("taskroll_tasks_fetch", "taskroll_tasks_order", "taskroll_tasks_lease",
+            "taskroll_tasks_filter")
+_SCHEMA_CURRENT = (
+    "SELECT to_regclass('taskroll_pools') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute "
+    "WHERE attrelid = to_regclass('taskroll_tasks') AND attname = 'claim' AND NOT attisdropped)"
+    " AND (SELECT count(*) FROM unnest(ARRAY[" + ", ".join(f"'{name}'" for name in _INDEXES)
+    + "]) AS name WHERE to_regclass(name) IS NOT NULL) = " + str(len(_INDEXES))
+)
+"""True when every table, column and index of :data:`_SCHEMA` exists."""
 _COLUMNS = (
     "id", "def_text", "def_bytes", "def_encoding", "filter", "status", "priority", "res_text",
     "res_bytes", "res_encoding", "created", "started", "finished", "worker", "lease_until",
@@ -173,6 +182,14 @@ class PostgresStore(PostgresConnections, TaskStore):
 
     @staticmethod
     def _create_schema(connection: Connection[Any]) -> None:
+        """Create or upgrade the tables, unless they are current already.
+
+        The check comes first so that an account that may only read and write rows (no
+        ``CREATE`` on the schema, not the tables' owner) can open a database whose tables
+        its administrator made; ``CREATE ... IF NOT EXISTS`` alone needs those rights.
+        """
+        if connection.execute(_SCHEMA_CURRENT).fetchone()[0]:  # type: ignore[index]
+            return
         with connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             for statement in _SCHEMA:
