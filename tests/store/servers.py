@@ -30,7 +30,7 @@ MongoDB
       ``datetime`` written by the client comes back as a *string*. The store keeps times
       as float seconds on the server's clock: local time plus an offset measured with
       one ``hello`` (``localTime``) per process and refreshed every 60 s
-      (``taskroll.store.mongo.CLOCK_REFRESH_SECONDS``), not a ``hello`` per write.
+      (``taskroll.store.mongo_connection.CLOCK_REFRESH_SECONDS``), not a ``hello`` per write.
     * ``$not`` is not implemented; ``$nor``/``$or``/``$and``/``$type``/``$size`` are.
       The store writes "not an array" as ``{"$nor": [{path: {"$type": "array"}}]}``.
     * Equality with a whole embedded document or array fails ("not a valid query

@@ -23,6 +23,7 @@ from servers import require_module
 
 from taskroll.manage import TaskManager
 from taskroll.store import TaskStore
+from taskroll.store.query import Condition
 
 TASKS = 300
 
@@ -110,9 +111,9 @@ def test_mongo_claim_and_commit_take_two_commands_per_task(mongo_url: str) -> No
 def test_mongo_count_sees_clock_reads(mongo_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The count is not blind: reading the server clock before every stamp (as before
     issue 12) shows up as one ``hello`` per claim and per commit, four commands a task."""
-    from taskroll.store import mongo
+    from taskroll.store import mongo_connection
 
-    monkeypatch.setattr(mongo, "CLOCK_REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr(mongo_connection, "CLOCK_REFRESH_SECONDS", 0.0)
     done, by_name, _ = mongo_loop(mongo_url)
     assert done == TASKS
     assert by_name.get("hello", 0) + by_name.get("isMaster", 0) >= 2 * TASKS, by_name
@@ -186,7 +187,7 @@ def test_mongo_clock_offset_is_measured_once_and_refreshed_rarely(
     require_module("pymongo", "mongo")
     from pymongo import monitoring
 
-    from taskroll.store import mongo
+    from taskroll.store import mongo, mongo_connection
 
     clock_reads: list[str] = []
 
@@ -201,7 +202,7 @@ def test_mongo_clock_offset_is_measured_once_and_refreshed_rarely(
         def failed(self, event: monitoring.CommandFailedEvent) -> None:
             return None
 
-    monkeypatch.setattr(mongo, "CLOCK_REFRESH_SECONDS", 0.5)
+    monkeypatch.setattr(mongo_connection, "CLOCK_REFRESH_SECONDS", 0.5)
     database = f"taskroll_trips_{uuid.uuid4().hex[:8]}"
     store = mongo.MongoStore(mongo_url, database,
                              client_options={"event_listeners": [Listener()]})
@@ -271,4 +272,70 @@ def test_postgres_batch_claim_is_one_statement_best_first_and_exactly_once(
         assert store.count_by_status(pool, []) == {"running": 40}
     finally:
         store.drop_pool(pool)
+        store.close()
+
+
+@pytest.mark.mongo
+def test_mongo_batch_claim_is_three_commands_best_first_and_exactly_once(mongo_url: str) -> None:
+    """A batch claim is find + update_many + find whatever its size, and concurrent
+    batch claimers never share a task."""
+    require_module("pymongo", "mongo")
+    from pymongo import monitoring
+
+    from taskroll.store.mongo import MongoStore
+
+    commands: list[str] = []
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            commands.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            return None
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            return None
+
+    pool = f"batch_{uuid.uuid4().hex[:8]}"
+    database = f"taskroll_trips_{uuid.uuid4().hex[:8]}"
+    store = MongoStore(mongo_url, database, client_options={"event_listeners": [Listener()]})
+    try:
+        store.insert_many(pool, [{"_id": f"t{index:02d}", "def": "{}", "def_encoding": "json",
+                                  "filter": {"index": index}, "priority": index % 3}
+                                 for index in range(40)])
+        expected = sorted(range(40), key=lambda index: (-(index % 3), index))
+        store._clock()  # the clock offset is measured once per process, not per claim
+        commands.clear()
+        first = store.fetch_many(pool, [], "waiting", "one", 60.0, 10)
+        assert commands == ["find", "update", "find"], commands
+        assert [record["_id"] for record in first] == [f"t{index:02d}" for index in expected[:10]]
+        assert all(record["status"] == "running" and record["worker"] == "one"
+                   and record["attempts"] == 1 and record["claimed_from"] == "waiting"
+                   and record["lease_until"] == pytest.approx(record["started"] + 60.0)
+                   for record in first)
+        # a condition the server decides exactly keeps the batch path, and is honoured
+        odd = store.fetch_many(pool, [Condition("filter", ("index",), "$in", [1, 3, 5, 7])],
+                               "waiting", "one", 60.0, 10)
+        taken = set(expected[:10])
+        assert [record["_id"] for record in odd] == [  # best first, the first batch's left out
+            f"t{index:02d}" for index in sorted({1, 3, 5, 7} - taken,
+                                               key=lambda index: (-(index % 3), index))]
+        claimed: dict[str, list[str]] = {"one": [], "two": [], "three": []}
+
+        def drain(worker: str) -> None:
+            while batch := store.fetch_many(pool, [], "waiting", worker, 60.0, 3):
+                claimed[worker].extend(record["_id"] for record in batch)
+
+        threads = [threading.Thread(target=drain, args=(name,)) for name in claimed]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rest = [task for tasks in claimed.values() for task in tasks]
+        assert len(rest) == len(set(rest)) == 27  # every task claimed exactly once
+        assert {record["_id"] for record in first + odd}.isdisjoint(rest)
+        assert store.count_by_status(pool, []) == {"running": 40}
+        assert {record["attempts"] for record in store.find(pool, [])} == {1}
+    finally:
+        store._database().client.drop_database(database)
         store.close()

@@ -39,28 +39,37 @@ of :func:`taskroll.store.query.matches`. Conditions the server cannot decide exa
 are "residual" and checked in Python; operations with residual conditions act on the
 ids found (each write still guarded in the database).
 
-Connections: one ``MongoClient`` per process (pooled, thread-safe). Network errors
-(``AutoReconnect``: server restarted, failover) are retried with backoff for up to
-``retry_seconds`` (:func:`taskroll.store.retry.retry_while_unreachable`); a retried
-insert reports ids it had already inserted as existing.
+A batch claim (:meth:`MongoStore.fetch_many`) is three commands whatever its size: a
+``find`` of the best candidates' ids, one ``update_many`` over them guarded by the
+claimed status and stamping a fresh claim token, and a ``find`` of the documents that
+carry the token. Each document is updated atomically, so a task taken by another worker
+between the first two commands is simply not claimed here.
+
+Connections, the clock offset and the error boundary are in
+:mod:`taskroll.store.mongo_connection`; a retried insert reports ids it had already
+inserted as existing.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
-from taskroll.errors import StoreError, require
-from taskroll.store.base import NOW, RECORD_FIELDS, WRITABLE_FIELDS, Record, SortOrder, TaskStore, check_page
+from taskroll.errors import StoreError
+from taskroll.store.base import (
+    NOW,
+    RECORD_FIELDS,
+    WRITABLE_FIELDS,
+    Record,
+    SortOrder,
+    TaskStore,
+    check_claim_count,
+    check_page,
+)
+from taskroll.store.mongo_connection import MongoConnection
 from taskroll.store.mongo_query import Filter, MongoQuery
 from taskroll.store.query import Condition
-from taskroll.store.retry import ServerUnreachable, retry_while_unreachable
-from taskroll.store.urls import mask_url
 from taskroll.store.values import (
     check_claim,
     check_fields,
@@ -70,13 +79,10 @@ from taskroll.store.values import (
     check_records,
 )
 
-Result = TypeVar("Result")
-
 COUNTERS = "_taskroll_counters"
-#: Seconds a measured offset to the server clock is used before it is measured again.
-CLOCK_REFRESH_SECONDS = 60.0
 _INTERNAL_PREFIXES = ("_taskroll", "system.")
 _PAGE = 1000
+_BATCH_TRIES = 8  # batch claims that found candidates but lost them all before one at a time
 
 
 def _to_record(document: Mapping[str, Any]) -> Record:
@@ -87,7 +93,7 @@ def _to_record(document: Mapping[str, Any]) -> Record:
     return record
 
 
-class MongoStore(TaskStore):
+class MongoStore(MongoConnection, TaskStore):
     """Task store in a MongoDB database: one collection per pool, as in Qlib."""
 
     scheme = "mongodb"
@@ -109,24 +115,8 @@ class MongoStore(TaskStore):
             MissingDependencyError: When pymongo is not installed.
             StoreConnectionError: When the server cannot be reached within ``retry_seconds``.
         """
-        self._pymongo: Any = require("pymongo", "mongo")
-        self.url = url
-        self.db_name = db_name
-        self.safe_url = mask_url(url)
-        try:
-            password = urlsplit(url).password or ""
-        except ValueError:
-            password = ""
-        self._secrets = [secret for secret in {password, unquote(password)} if secret]
-        self.retry_seconds = retry_seconds
-        self.server_selection_timeout_ms = server_selection_timeout_ms
-        self.client_options = dict(client_options or {})
-        self._lock = threading.Lock()
-        self._clients: dict[int, Any] = {}
-        # per process: (server clock - local clock, time.monotonic() when measured)
-        self._offsets: dict[int, tuple[float, float]] = {}
-        self._ready_pools: set[str] = set()
-        self._closed = False
+        self._init_connection(url, db_name, retry_seconds, server_selection_timeout_ms,
+                              client_options)
         self._run(lambda: self._database().command("ping"))
 
     @classmethod
@@ -136,67 +126,6 @@ class MongoStore(TaskStore):
 
     def __repr__(self) -> str:
         return f"MongoStore({self.safe_url!r}, {self.db_name!r})"
-
-    # -- connections -----------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def _database(self) -> Any:
-        if self._closed:
-            raise StoreError(f"the task store {self.safe_url} is closed")
-        pid = os.getpid()
-        with self._lock:
-            client = self._clients.get(pid)
-            if client is None:
-                client = self._pymongo.MongoClient(
-                    self.url, serverSelectionTimeoutMS=self.server_selection_timeout_ms,
-                    tz_aware=True, appname="taskroll", connect=False, **self.client_options,
-                )
-                self._clients[pid] = client
-        return client[self.db_name]
-
-    def _run(self, operation: Callable[..., Result], *arguments: Any) -> Result:
-        """Run ``operation(*arguments)``, retrying network errors for ``retry_seconds``."""
-        errors = self._pymongo.errors
-
-        def attempt() -> Result:
-            try:
-                return operation(*arguments)
-            except errors.AutoReconnect as error:
-                with self._lock:  # the server may have changed (failover): measure again
-                    self._offsets.pop(os.getpid(), None)
-                raise ServerUnreachable(f"cannot reach the MongoDB task store {self.safe_url}: "
-                                        f"{self._scrub(str(error))}") from error
-            except (errors.PyMongoError, errors.InvalidName, errors.InvalidDocument,
-                    OverflowError) as error:  # BSON cannot hold the value (e.g. int > 2**63)
-                raise StoreError(
-                    f"MongoDB task store {self.safe_url}: {self._scrub(str(error))}"
-                ) from error
-        return retry_while_unreachable(attempt, self.retry_seconds)
-
-    def _server_clock(self) -> float:
-        """Ask the server for its clock (one ``hello``) and remember the offset to ours."""
-        database = self._database()
-        before = time.time()
-        try:
-            reply = database.command("hello")
-        except self._pymongo.errors.OperationFailure:
-            reply = database.command("isMaster")
-        after = time.time()
-        server = float(reply["localTime"].timestamp())
-        with self._lock:
-            self._offsets[os.getpid()] = (server - (before + after) / 2, time.monotonic())
-        return server
-
-    def _clock(self) -> float:
-        """The server clock without a round trip: local time plus the measured offset."""
-        with self._lock:
-            measured = self._offsets.get(os.getpid())
-        if measured is None or time.monotonic() - measured[1] >= CLOCK_REFRESH_SECONDS:
-            return self._server_clock()
-        return time.time() + measured[0]
 
     def _collection(self, pool: str) -> Any:
         check_pool(pool)
@@ -391,6 +320,50 @@ class MongoStore(TaskStore):
                 return claimed
         return None
 
+    def fetch_many(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
+                   lease_seconds: float, count: int) -> list[Record]:
+        """Claim up to ``count`` matching tasks, best first, in three commands (see above).
+
+        When every candidate was taken by other workers between the ``find`` and the
+        ``update_many``, the next best are tried (then, after a few such rounds, tasks
+        are claimed one at a time). With conditions the server cannot decide
+        exactly, or ``count == 1``, tasks are claimed one at a time with :meth:`fetch`.
+
+        Raises:
+            TaskConfigError: When ``count`` is not a whole number >= 1.
+        """
+        count = check_claim_count(count)
+        status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
+        query = MongoQuery(conditions)
+        if count == 1 or query.residual:
+            return super().fetch_many(pool, conditions, status, worker, lease_seconds, count)
+        self._collection(pool)
+        selector = query.filter({"status": status})
+        sort = [("priority", -1), ("seq", 1)]
+        for _ in range(_BATCH_TRIES):
+            candidates = self._run(lambda: [document["_id"] for document in self._collection(
+                pool).find(selector, {"_id": 1}, sort=sort, limit=count)])
+            if not candidates:
+                return []
+            token = uuid.uuid4().hex
+
+            def claim(chosen: list[str] = candidates, token: str = token) -> None:
+                now = self._clock()  # a retry after a lost reply matches nothing new
+                self._collection(pool).update_many(
+                    {"$and": [selector, {"_id": {"$in": chosen}}]},
+                    {"$set": {"status": "running", "worker": worker, "started": now,
+                              "lease_until": now + float(lease_seconds),
+                              "claimed_from": status, "claim": token},
+                     "$inc": {"attempts": 1}})
+
+            self._run(claim)
+            claimed = self._run(lambda token=token: list(self._collection(pool).find(
+                {"claim": token, "worker": worker, "status": "running"}, sort=sort)))
+            if claimed:
+                return [_to_record(document) for document in claimed]
+        # others keep taking every candidate first (heavy contention): one at a time
+        return super().fetch_many(pool, conditions, status, worker, lease_seconds, count)
+
     def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
         """Extend the lease of a running task still owned by ``worker``."""
         lease_seconds = check_lease(lease_seconds)
@@ -494,16 +467,6 @@ class MongoStore(TaskStore):
     def now(self) -> float:
         """Return the server's clock as UNIX seconds (millisecond resolution), asking it."""
         return self._run(self._server_clock)
-
-    # -- lifetime ------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close this process's client; clients inherited over ``fork`` are left alone."""
-        with self._lock:
-            client = self._clients.pop(os.getpid(), None)
-            self._closed = True
-        if client is not None:
-            client.close()
-
 
 def _chunks(ids: list[str], size: int = _PAGE) -> Iterator[list[str]]:
     for start in range(0, len(ids), size):
