@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE))
 
 import vs_qlib_e2e  # noqa: E402  (the benchmarks folder is not a package)
 import vs_qlib_ensemble  # noqa: E402
+import vs_qlib_pool  # noqa: E402
 from vs_qlib_side import LIBRARIES  # noqa: E402
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -156,12 +157,16 @@ def pool_rows(runner: Runner, repeat: int, tasks: int, stack: contextlib.ExitSta
     rows: list[Row] = []
     for operation, name, unit in (("create", "create_task", "tasks/s"),
                                   ("fetch_commit", "fetch+commit", "tasks/s"),
+                                  ("fetch_commit_batch",
+                                   f"fetch(n={vs_qlib_pool.BATCH})+commit (Qlib: fetch+commit)",
+                                   "tasks/s"),
                                   ("task_stat", "task_stat", "ms")):
         for mine_name, mine_key, their_name, their_key in pairs:
             if mine_key not in results:
                 continue
             mine = [run[operation] for run in results[mine_key]]
-            theirs = [run[operation] for run in results[their_key]]
+            theirs = [run["fetch_commit" if operation == "fetch_commit_batch" else operation]
+                      for run in results[their_key]]
             errors = {run["create_error"] for run in results[their_key] if run["create_error"]}
             check = ""
             if operation == "create" and errors:
