@@ -9,9 +9,10 @@ Sub-commands:
   spawned processes here (:class:`~taskroll.cluster.local_workers.LocalWorkers`; each with
   BLAS/OpenMP threads capped at cores // N, ``--threads``, and its own GPU with ``--gpus``)
   or as long-lived tasks on a Dask cluster with ``--on dask://HOST:PORT``
-  (:class:`~taskroll.cluster.dask_workers.DaskWorkers`, ``--resources GPU=1``); each loop
+  (:class:`~taskroll.cluster.dask_workers.DaskWorkers`, ``--resources GPU=1``, giving up
+  after ``--wait-for-workers`` seconds without a worker that offers them); each loop
   drains the pool, waiting for tasks other workers still run (``--until-pool-done``, the
-  default; ``--once``: it does not);
+  default; ``--once``: it does not); Ctrl-C or SIGTERM stops the loops (exit 130);
 * ``demo``: the end-to-end demo (:func:`taskroll.demo.run_demo`);
 * ``dashboard``: the web view of the pools (:mod:`taskroll.dashboard`);
 * ``online``: online serving, from :mod:`taskroll.online.cli` when it is installed.
@@ -23,8 +24,11 @@ Errors, bad arguments included, print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -137,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--resources", action="append", default=None, metavar="NAME=AMOUNT",
                         help="Dask resources each loop needs, e.g. GPU=1 (with --on; "
                              "repeat or separate with commas)")
+    worker.add_argument("--wait-for-workers", type=float, default=60.0, metavar="SECONDS",
+                        help="with --on: give up (exit 2, pool unchanged) when no Dask worker "
+                             "that offers --resources has joined within SECONDS (60)")
 
     demo = commands.add_parser("demo", help="run the end-to-end rolling demo")
     demo.add_argument("--output", default="taskroll_demo", help="output folder (taskroll_demo)")
@@ -178,7 +185,29 @@ def _placement(arguments: argparse.Namespace) -> WorkerPlacement:
         raise TaskrollError("--force-release cannot start processes inside Dask workers "
                             "(daemonic); drop it with --on")
     return DaskWorkers(arguments.on, n=arguments.workers, resources=arguments.resources,
-                       threads=arguments.threads)
+                       threads=arguments.threads, wait_for_workers=arguments.wait_for_workers)
+
+
+def _raise_interrupt(signal_number: int, frame: Any) -> None:
+    """A SIGTERM handler: stop as Ctrl-C does."""
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, Kubernetes, Slurm) stops the loops as Ctrl-C does.
+
+    The placement then stops its loops (Dask: each after its task; here: each gives its
+    task back) instead of this process vanishing while they run on.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_worker(arguments: argparse.Namespace) -> int:
@@ -208,7 +237,8 @@ def run_worker(arguments: argparse.Namespace) -> int:
         if pool not in pools:
             raise UnknownPoolError(f"unknown task pool {pool!r} in {manager.store!r}; "
                                    f"known pools: {', '.join(pools) or 'none'}")
-    summaries = placement.run_loops(options)
+    with _terminate_as_interrupt():
+        summaries = placement.run_loops(options)
     for summary in summaries:
         print(summary.line())
     with TaskManager(pool) as manager:

@@ -28,15 +28,24 @@ def parse_gpus(gpus: str | Sequence[str | int]) -> list[str]:
     two workers on one device.
 
     Raises:
-        TaskConfigError: For an empty list, an empty item or an item with spaces.
+        TaskConfigError: For an empty list, an empty item, or an item that is neither a
+            device number nor a UUID (CUDA would silently show no device for it).
     """
     items = gpus.split(",") if isinstance(gpus, str) else list(gpus)
     devices = [str(item).strip() for item in items]
-    if not devices or any(not device or any(char.isspace() for char in device)
-                          for device in devices):
+    if not devices or not all(_is_device(device) for device in devices):
         raise TaskConfigError(f"--gpus takes device numbers or UUIDs separated by commas, "
                               f"e.g. '0,1', got {gpus!r}")
     return devices
+
+
+def _is_device(text: str) -> bool:
+    """Whether ``text`` names a device: ``0``, ``1``, ... or ``GPU-<uuid>`` / ``MIG-<uuid>``."""
+    if text.isascii() and text.isdigit():
+        return True
+    prefix, _, rest = text.partition("-")
+    return (prefix in ("GPU", "MIG") and bool(rest) and text.isascii()
+            and not any(char.isspace() or char == "," for char in text))
 
 
 def worker_environments(workers: int, threads: int, gpus: Sequence[str] | None = None,

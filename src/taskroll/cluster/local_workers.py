@@ -4,19 +4,28 @@ Each process gets its own environment (:func:`taskroll.cluster.gpus.worker_envir
 its GPU, its thread caps) before it starts, runs :func:`taskroll.cluster.loop.run_loop`
 and puts its summary on a queue. A process that dies without a summary (killed, out of
 memory) is reported with its exit status; its task comes back when its lease ends and
-the other loops, which drain, finish it.
+the other loops, which drain, finish it. An interrupt of the parent (Ctrl-C, or SIGTERM
+turned into one by ``taskroll worker``) is passed on to the processes as SIGINT, so each
+gives its task back, and the parent waits for them before raising it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import queue
+import signal
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from taskroll.cluster.gpus import parse_gpus, process_environment, worker_environments
 from taskroll.cluster.loop import LoopOptions, LoopSettings, LoopSummary, run_loop
 from taskroll.threads import threads_per_worker
+
+GRACE_SECONDS = 2.0
+"""How long interrupted processes may take to end on a SIGINT of their own."""
 
 
 def _process_main(number: int, options: LoopOptions, settings: LoopSettings,
@@ -50,7 +59,11 @@ class LocalWorkers:
         return f"LocalWorkers(n={self.n}, gpus={self.gpus}, threads={self.threads})"
 
     def run_loops(self, options: LoopOptions) -> list[LoopSummary]:
-        """Run the loops, wait for all of them, return their summaries in loop order."""
+        """Run the loops, wait for all of them, return their summaries in loop order.
+
+        Raises:
+            KeyboardInterrupt: After passing it on to the processes and waiting for them.
+        """
         context = multiprocessing.get_context("spawn")
         results = context.Queue()
         settings = LoopSettings.current()
@@ -58,9 +71,18 @@ class LocalWorkers:
                                      args=(number, options, settings, results),
                                      name=f"taskroll-worker-{number}")
                      for number in range(self.n)]
-        for process, environment in zip(processes, self.environments, strict=True):
-            with process_environment(environment):  # its libraries load with these
-                process.start()
+        try:
+            for process, environment in zip(processes, self.environments, strict=True):
+                with process_environment(environment):  # its libraries load with these
+                    process.start()
+            return self._collect(processes, results)
+        except KeyboardInterrupt:
+            _interrupt(processes)
+            raise
+
+    @staticmethod
+    def _collect(processes: Sequence[Any], results: Any) -> list[LoopSummary]:
+        """Wait for the processes' summaries; one per process, in loop order."""
         summaries: dict[int, LoopSummary] = {}
         while len(summaries) < len(processes):
             if not any(process.is_alive() for process in processes) and results.empty():
@@ -74,6 +96,28 @@ class LocalWorkers:
             process.join()
         return [_checked(number, summaries.get(number), process.exitcode)
                 for number, process in enumerate(processes)]
+
+
+def _interrupt(processes: Sequence[Any], seconds: float = 30.0) -> None:
+    """Send SIGINT to the live processes (each gives its task back), wait, then kill.
+
+    After Ctrl-C in a terminal the processes got SIGINT already: those that end within
+    a grace period are not sent a second one, which could cut their giving back short.
+    """
+    grace = time.monotonic() + GRACE_SECONDS
+    for process in processes:
+        if process.pid is not None:
+            process.join(max(0.0, grace - time.monotonic()))
+    for process in processes:
+        if process.pid is not None and process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        if process.pid is not None:
+            process.join(seconds)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _checked(number: int, summary: LoopSummary | None, exitcode: int | None) -> LoopSummary:

@@ -3,10 +3,14 @@
 A loop is :func:`taskroll.manage.run_task` on one pool with a manager that counts what
 it committed and failed. The process that runs it may be another process, or another
 machine: :class:`LoopSettings` carries what :func:`taskroll.init` needs there (the
-store and tracking URLs resolved here, so a default SQLite file keeps its absolute path,
-and the ``TASKROLL_*`` variables of this environment), and :class:`LoopOptions` what
-the loop does. :func:`run_loop` returns a :class:`LoopSummary` (never raises for a
-:class:`~taskroll.errors.TaskrollError`: it becomes the summary's ``error``).
+store and tracking URLs resolved here, so a default or relative SQLite file, artifact
+folder or data folder keeps its absolute path, and the ``TASKROLL_*`` variables of this
+environment), and :class:`LoopOptions` what the loop does. Both show URLs with their
+passwords masked (Dask logs the arguments of a task that failed). :func:`run_loop`
+returns a :class:`LoopSummary` (never raises for a :class:`~taskroll.errors.TaskrollError`:
+it becomes the summary's ``error``); a loop whose store does not hold its pool stops at
+once with an error rather than reporting "nothing to do" (another machine's working
+directory, another file), and a loop given ``stop`` takes no new task once it is true.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, overload
 
 from taskroll.config import get_settings, init
 from taskroll.errors import TaskrollError
 from taskroll.manage import TaskManager, run_task
 from taskroll.manage_failure import TASK_RAISED, describe
+from taskroll.store.urls import mask_url
 from taskroll.threads import cap_threads
 
 DEFAULT_FUNC = "taskroll.train.trainer:task_train"
@@ -32,6 +37,41 @@ DEFAULT_END_FUNC = "taskroll.train.trainer:end_task_train"
 #: ``TASKROLL_*`` variables a loop elsewhere gets besides the settings of :func:`init`.
 CARRIED_VARIABLES: tuple[str, ...] = ("TASKROLL_ALLOWED_MODULES", "TASKROLL_ALLOWED_TRACKING_URIS",
                                       "TASKROLL_FEATURE_CACHE")
+
+
+def absolute_url(url: str) -> str:
+    """Return ``url`` with a relative ``sqlite:///path`` made absolute (others unchanged).
+
+    A loop may run in another working directory (a Dask worker's): a relative file
+    there is another file.
+    """
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        path, mark, query = url[len(prefix):].partition("?")
+        if path and path != ":memory:" and not os.path.isabs(path):
+            return f"{prefix}{os.path.abspath(path)}{mark}{query}"
+    return url
+
+
+def absolute_folder(folder: str | None) -> str | None:
+    """Return a relative folder (no ``scheme:``) made absolute; URLs and ``None`` unchanged."""
+    if not folder or "://" in folder or folder.startswith("file:"):
+        return folder
+    return os.path.abspath(os.path.expanduser(folder))
+
+
+def masked_repr(value: Any) -> str:
+    """The ``repr`` of a dataclass with the passwords of its URLs (and URL values) masked."""
+    parts = []
+    for item in fields(value):
+        shown = getattr(value, item.name)
+        if isinstance(shown, str):
+            shown = mask_url(shown)
+        elif isinstance(shown, dict):
+            shown = {key: mask_url(text) if isinstance(text, str) else text
+                     for key, text in shown.items()}
+        parts.append(f"{item.name}={shown!r}")
+    return f"{type(value).__name__}({', '.join(parts)})"
 
 
 def load_function(spec: str) -> Callable[..., Any]:
@@ -58,7 +98,7 @@ def load_function(spec: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LoopSettings:
     """What :func:`taskroll.init` needs in the process that runs a loop.
 
@@ -92,14 +132,18 @@ class LoopSettings:
             TaskConfigError: When the lease or attempts in force are invalid.
         """
         settings = get_settings()
-        return cls(task_url=settings.resolved_task_url(), task_db_name=settings.task_db_name,
-                   tracking_uri=settings.resolved_tracking_uri(),
-                   artifact_root=settings.artifact_root,
+        return cls(task_url=absolute_url(settings.resolved_task_url()),
+                   task_db_name=settings.task_db_name,
+                   tracking_uri=absolute_url(settings.resolved_tracking_uri()),
+                   artifact_root=absolute_folder(settings.artifact_root),
                    lease_seconds=settings.checked_lease_seconds(),
                    max_attempts=settings.checked_max_attempts(),
-                   provider_uri=settings.provider_uri, region=settings.region,
+                   provider_uri=absolute_folder(settings.provider_uri), region=settings.region,
                    environment={name: os.environ[name] for name in CARRIED_VARIABLES
                                 if os.environ.get(name)})
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     def apply(self) -> None:
         """Make these the settings of this process (and of the processes it starts)."""
@@ -112,7 +156,7 @@ class LoopSettings:
              allowed_modules=modules or None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LoopOptions:
     """What a worker loop does (the options of ``taskroll worker``).
 
@@ -128,6 +172,11 @@ class LoopOptions:
         experiment: Experiment name passed to the task function as ``experiment_name``.
         kwargs: Further keyword arguments of the task function.
         threads: BLAS/OpenMP threads the loop's process may use (``None``: leave as is).
+        task_url: The pool's store, when not the one of the settings (``TrainerRM``'s
+            ``task_manager_kwargs``); an absolute URL.
+        allow_pickle: Decode and store pickled values (a pool created with it).
+        lease_seconds: Lease of the loop's claims (``None``: the settings').
+        max_attempts: Attempts before a task is ``failed`` (``None``: the settings').
     """
 
     task_pool: str
@@ -140,6 +189,13 @@ class LoopOptions:
     experiment: str | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     threads: int | None = None
+    task_url: str | None = None
+    allow_pickle: bool = False
+    lease_seconds: float | None = None
+    max_attempts: int | None = None
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     def function(self) -> Callable[..., Any]:
         """Return the task function (imported from its spec when given as text)."""
@@ -175,12 +231,48 @@ class LoopSummary:
 
 
 class CountingManager(TaskManager):
-    """A TaskManager that counts the tasks this loop committed and failed."""
+    """A TaskManager that counts the tasks this loop committed and failed.
 
-    def __init__(self, task_pool: str) -> None:
-        super().__init__(task_pool)
+    With ``stop``, it claims nothing and sees nothing running elsewhere once ``stop()``
+    is true, so the loop ends after the task it is running.
+    """
+
+    def __init__(self, options: LoopOptions, stop: Callable[[], bool] | None = None) -> None:
+        super().__init__(options.task_pool, store=options.task_url,
+                         allow_pickle=options.allow_pickle,
+                         lease_seconds=options.lease_seconds, max_attempts=options.max_attempts)
         self.done = 0
         self.failed = 0
+        self.stop = stop
+
+    def stopped(self) -> bool:
+        """Whether the loop was asked to stop."""
+        return self.stop is not None and self.stop()
+
+    @overload
+    def fetch_task(self, query: Mapping[str, Any] | None = None,
+                   status: str = TaskManager.STATUS_WAITING, n: None = None
+                   ) -> dict[str, Any] | None: ...
+
+    @overload
+    def fetch_task(self, query: Mapping[str, Any] | None = None,
+                   status: str = TaskManager.STATUS_WAITING, *, n: int
+                   ) -> list[dict[str, Any]]: ...
+
+    def fetch_task(self, query: Mapping[str, Any] | None = None,
+                   status: str = TaskManager.STATUS_WAITING, n: int | None = None
+                   ) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """Claim as :meth:`TaskManager.fetch_task` does, nothing once stopped."""
+        if self.stopped():
+            return None if n is None else []
+        if n is None:
+            return super().fetch_task(query, status)
+        return super().fetch_task(query, status, n=n)
+
+    def running_elsewhere(self, query: Mapping[str, Any] | None = None,
+                          status: str = TaskManager.STATUS_WAITING) -> int:
+        """Count as :meth:`TaskManager.running_elsewhere` does, none once stopped."""
+        return 0 if self.stopped() else super().running_elsewhere(query, status)
 
     def commit_task_res(self, task: Mapping[str, Any] | str, res: Any,
                         status: str = TaskManager.STATUS_DONE) -> bool:
@@ -197,7 +289,7 @@ class CountingManager(TaskManager):
 
 
 def run_loop(number: int, options: LoopOptions, settings: LoopSettings | None = None,
-             where: str | None = None) -> LoopSummary:
+             where: str | None = None, stop: Callable[[], bool] | None = None) -> LoopSummary:
     """Run one worker loop on ``options.task_pool`` until it is drained (or ``once``).
 
     Args:
@@ -205,10 +297,12 @@ def run_loop(number: int, options: LoopOptions, settings: LoopSettings | None = 
         options: What to run.
         settings: Settings to apply first (in a process other than the caller's).
         where: Where the loop runs (default: this host's name and pid).
+        stop: Asked before each claim; once true, the loop takes no new task and ends.
 
     Returns:
         The loop's summary; a :class:`~taskroll.errors.TaskrollError` (a bad function, a
-        store that stays down) is its ``error`` instead of being raised.
+        store that stays down, a store without the pool) is its ``error`` instead of
+        being raised.
     """
     begun = time.perf_counter()
     where = where or f"{socket.gethostname()}, pid {os.getpid()}"
@@ -218,7 +312,12 @@ def run_loop(number: int, options: LoopOptions, settings: LoopSettings | None = 
         if options.threads is not None:
             cap_threads(options.threads)
         function = options.function()
-        with CountingManager(options.task_pool) as manager:
+        with CountingManager(options, stop) as manager:
+            if options.task_pool not in manager.list():
+                raise TaskrollError(
+                    f"task pool {options.task_pool!r} is not in {manager.store!r} as seen "
+                    f"from {where} (give the store as an absolute path or a server URL "
+                    f"that this machine reaches)")
             run_task(function, manager, query=options.query,
                      force_release=options.force_release, before_status=options.before_status,
                      after_status=options.after_status, once=options.once,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from taskroll.errors import TaskrollError
 from taskroll.cluster.loop import LoopOptions, LoopSummary
+from taskroll.errors import TaskrollError
 
 
 @runtime_checkable

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from taskroll.errors import TaskConfigError
 from taskroll.manage import TaskManager, run_task
 from taskroll.store.references import RecorderReference
 from taskroll.train.recorder import Recorder, as_recorder
@@ -194,9 +195,14 @@ class TrainerRM(Trainer):
         workers: Where ``train`` runs the worker loops instead of here, e.g.
             ``DaskWorkers(client, n=4)`` or ``LocalWorkers(n=2)`` (:mod:`taskroll.cluster`);
             ``train`` fills the pool, runs the loops there, waits, and returns the
-            recorders. The task functions must be importable where the loops run, and
-            the loops use the settings in force (:func:`taskroll.init`), not
-            ``task_manager_kwargs``.
+            recorders. The task functions must be importable where the loops run; the
+            loops use the settings in force (:func:`taskroll.init`) with the pool's store
+            (a ``store`` URL in ``task_manager_kwargs``), ``allow_pickle``, lease and
+            attempts as this trainer's manager has them.
+
+    Raises:
+        TaskConfigError: For ``workers`` with a ``store`` object (not a URL) in
+            ``task_manager_kwargs``: a loop elsewhere cannot use this process's store.
     """
 
     STATUS_KEY = STATUS_KEY
@@ -216,6 +222,10 @@ class TrainerRM(Trainer):
         self.skip_run_task = skip_run_task
         self.default_rec_name = default_rec_name
         self.task_manager_kwargs = dict(task_manager_kwargs or {})
+        store = self.task_manager_kwargs.get("store")
+        if workers is not None and store is not None and not isinstance(store, str):
+            raise TaskConfigError("with workers=..., give task_manager_kwargs['store'] as a URL, "
+                                  f"not {type(store).__name__}: each loop opens it where it runs")
         self.workers = workers
 
     def _run_tasks(self, task_func: Callable[..., Any], manager: TaskManager,
@@ -230,12 +240,17 @@ class TrainerRM(Trainer):
             run_task(task_func, manager, query=query, experiment_name=experiment_name,
                      before_status=before_status, after_status=after_status, **kwargs)
             return
-        from taskroll.cluster.loop import LoopOptions
+        from taskroll.cluster.loop import LoopOptions, absolute_url
         from taskroll.cluster.placement import raise_for_stopped
 
+        store = self.task_manager_kwargs.get("store")
         options = LoopOptions(task_pool=manager.task_pool, func=task_func, query=query,
                               before_status=before_status, after_status=after_status,
-                              experiment=experiment_name, kwargs=kwargs)
+                              experiment=experiment_name, kwargs=kwargs,
+                              task_url=None if store is None else absolute_url(store),
+                              allow_pickle=manager.allow_pickle,
+                              lease_seconds=manager.lease_seconds,
+                              max_attempts=manager.max_attempts)
         raise_for_stopped(self.workers.run_loops(options))
 
     def _names(self, experiment_name: str | None) -> tuple[str, str]:
