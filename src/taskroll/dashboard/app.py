@@ -18,7 +18,12 @@ prioritise}`` with a JSON body ``{"confirm": true, "query": "...", "task_id": ..
 "priority": ...}`` and the header ``X-Taskroll-Token`` carrying the token of the page
 (a foreign page can neither read it nor send the header without a CORS preflight,
 which this server never grants); each runs the :class:`~taskroll.manage.TaskManager`
-method of the same name. Without ``allow_actions`` they answer 403.
+method of the same name, on the tasks of the query that have the status the button
+names (retry: failed, reset: running). Without ``allow_actions`` they answer 403.
+
+Routing uses the path as sent (:mod:`taskroll.dashboard.routing`), so a pool name may
+hold ``/``; every response carries the security headers of
+:mod:`taskroll.dashboard.headers`.
 """
 
 from __future__ import annotations
@@ -40,9 +45,12 @@ from starlette.staticfiles import StaticFiles
 
 from taskroll.dashboard import html, online_view, views
 from taskroll.dashboard.data import PoolReader, build_page_request, parse_query_text
+from taskroll.dashboard.headers import SecurityHeaders
+from taskroll.dashboard.routing import EncodedPathRouting, path_value
 from taskroll.errors import QueryError, TaskConfigError, TaskrollError
 from taskroll.manage import TaskManager
-from taskroll.store import TaskStore
+from taskroll.store import TaskStore, parse_query
+from taskroll.store.query import matches
 
 STATIC_FOLDER = Path(__file__).parent / "static"
 TOKEN_HEADER = "x-taskroll-token"
@@ -117,10 +125,12 @@ def home(request: Request) -> Response:
 def pool_page(request: Request) -> Response:
     """A pool's page; a bad query box shows an inline error (status 400)."""
     dashboard: Dashboard = request.app.state.dashboard
-    pool = request.path_params["pool"]
+    pool = path_value(request, "pool")
     if not _known_pool(dashboard, pool):
-        return dashboard.page("not found", f"<p>No pool {html.escape(pool)!s}.</p>",
-                              [("pools", "/")], status_code=404)
+        message = f'<p class="gone">No pool {html.escape(pool)} (any more).</p>'
+        if request.query_params.get("fragment"):  # dropped while the page was open
+            return HTMLResponse(message, status_code=404)
+        return dashboard.page("not found", message, [("pools", "/")], status_code=404)
     params = request.query_params
     query_text = params.get("q", "")
     try:
@@ -135,7 +145,7 @@ def pool_page(request: Request) -> Response:
                           page, page_request)
     if params.get("fragment"):
         return HTMLResponse(live)
-    fragment_url = request.url.path + "?" + urlencode([*params.multi_items(), ("fragment", "1")])
+    fragment_url = html.pool_url(pool) + "?" + urlencode([*params.multi_items(), ("fragment", "1")])
     actions = html.actions_panel(pool, query_text) if dashboard.allow_actions else ""
     body = (f'<h1>{html.escape(pool)}</h1><p><a href="{html.escape(html.pool_url(pool, "/rolling"))}">'
             f"rolling view</a></p>{html.filter_form(pool, query_text, page_request, '')}{actions}"
@@ -146,12 +156,14 @@ def pool_page(request: Request) -> Response:
 def task_page(request: Request) -> Response:
     """A task's page (or its live fragment)."""
     dashboard: Dashboard = request.app.state.dashboard
-    pool, task_id = request.path_params["pool"], request.path_params["task_id"]
+    pool, task_id = path_value(request, "pool"), path_value(request, "task_id")
     task = dashboard.reader.task(pool, task_id)
     crumbs = [("pools", "/"), (pool, html.pool_url(pool))]
     if task is None:
-        return dashboard.page("not found", f"<p>No task {html.escape(task_id)} in this pool.</p>",
-                              crumbs, status_code=404)
+        message = f'<p class="gone">No task {html.escape(task_id)} in this pool (any more).</p>'
+        if request.query_params.get("fragment"):  # removed while the page was open
+            return HTMLResponse(message, status_code=404)
+        return dashboard.page("not found", message, crumbs, status_code=404)
     live = html.task_detail(pool, task)
     if request.query_params.get("fragment"):
         return HTMLResponse(live)
@@ -173,7 +185,7 @@ def api_pools(request: Request) -> Response:
 def api_pool(request: Request) -> Response:
     """One pool's summary with its failed and running tasks."""
     dashboard: Dashboard = request.app.state.dashboard
-    pool = request.path_params["pool"]
+    pool = path_value(request, "pool")
     if not _known_pool(dashboard, pool):
         return JSONResponse({"error": f"no pool {pool!r}"}, status_code=404)
     return JSONResponse({**dashboard.reader.summary(pool), **dashboard.reader.highlights(pool)})
@@ -185,16 +197,16 @@ def api_tasks(request: Request) -> Response:
     params = request.query_params
     page_request = build_page_request(params.get("q"), params.getlist("status"), params.get("sort"),
                                       params.get("dir"), params.get("page"), params.get("size"))
-    return JSONResponse(dashboard.reader.page(request.path_params["pool"], page_request))
+    return JSONResponse(dashboard.reader.page(path_value(request, "pool"), page_request))
 
 
 def api_task(request: Request) -> Response:
     """One task (404 when absent)."""
     dashboard: Dashboard = request.app.state.dashboard
-    task = dashboard.reader.task(request.path_params["pool"], request.path_params["task_id"])
+    task = dashboard.reader.task(path_value(request, "pool"), path_value(request, "task_id"))
     if task is None:
         return JSONResponse({"error": "no such task"}, status_code=404)
-    return JSONResponse(json.loads(json.dumps(task, default=html.plain_json)))
+    return JSONResponse(html.json_value(task))
 
 
 def _same_origin(request: Request) -> bool:
@@ -210,7 +222,8 @@ async def api_action(request: Request) -> Response:
     if not dashboard.allow_actions:
         return JSONResponse({"error": "actions are off; start the dashboard with --allow-actions"},
                             status_code=403)
-    if not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), dashboard.token) \
+    sent = request.headers.get(TOKEN_HEADER, "").encode("latin-1")  # as received: any byte
+    if not secrets.compare_digest(sent, dashboard.token.encode("ascii")) \
             or not _same_origin(request):
         return JSONResponse({"error": "missing or wrong page token"}, status_code=403)
     action = request.path_params["action"]
@@ -218,25 +231,62 @@ async def api_action(request: Request) -> Response:
         return JSONResponse({"error": f"unknown action {action!r}"}, status_code=404)
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
     if not isinstance(body, dict) or body.get("confirm") is not True:
         return JSONResponse({"error": "confirm the action with {\"confirm\": true}"},
                             status_code=400)
     try:
-        count = _run_action(dashboard, request.path_params["pool"], action, body)
+        count = _run_action(dashboard, path_value(request, "pool"), action, body)
     except TaskrollError as error:
         return _error_json(error)
     return JSONResponse({"action": action, "changed": count})
 
 
+def _action_query(value: Any) -> dict[str, Any]:
+    """The query of an action: absent, the query box's text, or a JSON object.
+
+    Raises:
+        QueryError: For anything else; it is never widened to "every task".
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return parse_query_text(value)
+    if isinstance(value, dict):
+        try:
+            text = json.dumps(value)
+        except (ValueError, RecursionError):
+            raise QueryError("the query nests too deeply; flatten it") from None
+        return parse_query_text(text)
+    raise QueryError(f"the query is the text of the query box or a JSON object, "
+                     f"got {type(value).__name__}")
+
+
+def _acting_on(query: dict[str, Any], status: str) -> dict[str, Any]:
+    """``query`` narrowed to tasks of ``status``, the only ones an action changes.
+
+    The buttons say "retry failed" and "reset running"; a query box that shows other
+    tasks (``{"status": "done"}``) must not widen them (``reset_waiting`` would reset
+    the done tasks, ``retry_failed`` would retry every failed one).
+
+    Raises:
+        QueryError: When the query's own status condition excludes ``status``.
+    """
+    statuses = [condition for condition in parse_query(query) if condition.field == "status"]
+    if statuses and not matches({"status": status}, statuses):
+        raise QueryError(f"this action changes only {status} tasks, and the query selects "
+                         "tasks of other statuses; clear the status from the query")
+    return {"$and": [query], "status": status} if query else {"status": status}
+
+
 def _run_action(dashboard: Dashboard, pool: str, action: str, body: dict[str, Any]) -> int:
-    query = parse_query_text(body.get("query") if isinstance(body.get("query"), str) else None)
+    query = _action_query(body.get("query"))
     with TaskManager(pool, store=dashboard.store) as manager:
         if action == "retry":
-            return manager.retry_failed(query)
+            return manager.retry_failed(_acting_on(query, manager.STATUS_FAILED))
         if action == "reset":
-            return manager.reset_waiting(query)
+            return manager.reset_waiting(_acting_on(query, manager.STATUS_RUNNING))
         task_id, priority = body.get("task_id"), body.get("priority")
         if not isinstance(task_id, str) or not task_id:
             raise TaskConfigError("prioritise needs a task id")
@@ -282,7 +332,8 @@ def create_app(store: TaskStore, allow_actions: bool = False, online_folder: Pat
         Mount("/static", app=StaticFiles(directory=STATIC_FOLDER), name="static"),
     ]
     middleware = ([Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))]
-                  if allowed_hosts is not None else [])
+                  if allowed_hosts is not None else []) + [Middleware(SecurityHeaders),
+                                                           Middleware(EncodedPathRouting)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.dashboard = dashboard
     return app

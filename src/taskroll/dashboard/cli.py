@@ -3,7 +3,8 @@
 Options: ``--host`` (127.0.0.1), ``--port`` (8080), ``--allow-actions`` (off: read-only),
 ``--online FOLDER``, ``--online-experiment NAME`` (repeatable), ``--refresh SECONDS`` and
 the pool store options of every command (``--url``, ``--db-name``; ``-t`` is accepted and
-ignored: the dashboard shows every pool of the store). Starlette and uvicorn are
+ignored: the dashboard shows every pool of the store). MLflow reads fail fast in the
+dashboard's process (:func:`fail_fast_tracking`). Starlette and uvicorn are
 imported only when the server starts; without them the command prints one line naming
 ``pip install "taskroll[dashboard]"`` and exits with status 1.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +27,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 #: Host names a dashboard bound to loopback answers to (others: 400, against DNS rebinding).
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+#: MLflow HTTP retries and seconds per request of the dashboard's process (see
+#: :func:`fail_fast_tracking`).
+TRACKING_RETRIES = 1
+TRACKING_TIMEOUT_SECONDS = 10
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +76,52 @@ def build_parser(prog: str = "python -m taskroll.dashboard") -> argparse.Argumen
     return parser
 
 
+def loopback_host_names(host: str) -> list[str] | None:
+    """The ``Host`` names a dashboard bound to ``host`` answers to; ``None``: any.
+
+    Bound to a loopback address (any of ``127.0.0.0/8``, ``::1``) or ``localhost``: the
+    loopback names and ``host`` itself, so that a foreign name rebound to this machine
+    is refused. Bound to any other address: ``None``, since the names people use to
+    reach it are not known here.
+    """
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        loopback = literal == "localhost" or ipaddress.ip_address(literal).is_loopback
+    except ValueError:  # a host name other than localhost
+        return None
+    if not loopback:
+        return None
+    extra = [literal, f"[{literal}]"] if ":" in literal else [literal]
+    return list(dict.fromkeys([*LOOPBACK_HOSTS, *extra]))
+
+
+def exposure_warning(host: str, allow_actions: bool) -> str | None:
+    """The warning printed when actions are served beyond loopback, else ``None``.
+
+    On loopback the server answers only to loopback host names; on any other address it
+    answers to every ``Host``, so a site whose name is rebound to this machine could read
+    a page's token and run actions.
+    """
+    if loopback_host_names(host) is not None or not allow_actions:
+        return None
+    return (f"warning: --allow-actions on {host} lets anyone who can reach this port retry, "
+            "reset and reprioritise tasks, and host names are not checked off loopback; "
+            "prefer --host 127.0.0.1 with an SSH tunnel")
+
+
+def fail_fast_tracking() -> None:
+    """Make MLflow HTTP reads of this process give up in seconds, unless the user chose.
+
+    MLflow retries an unreachable tracking server 7 times with backoff (about 4 minutes
+    per read); a page that reads runs would hang that long. The dashboard's own process
+    uses :data:`TRACKING_RETRIES` retries and :data:`TRACKING_TIMEOUT_SECONDS` per request
+    instead, where the environment does not set ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` /
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT``.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(TRACKING_RETRIES))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(TRACKING_TIMEOUT_SECONDS))
+
+
 def missing_dependency() -> str | None:
     """The install hint when Starlette or uvicorn is missing, else ``None``."""
     for name in ("starlette", "uvicorn"):
@@ -98,6 +151,7 @@ def run_dashboard(arguments: argparse.Namespace) -> int:
     from taskroll.dashboard.app import create_app
     from taskroll.store import open_store
 
+    fail_fast_tracking()
     settings = get_settings()
     url = getattr(arguments, "url", None) or settings.resolved_task_url()
     db_name = getattr(arguments, "db_name", None) or settings.task_db_name
@@ -107,8 +161,11 @@ def run_dashboard(arguments: argparse.Namespace) -> int:
                          online_folder=Path(online) if online else None,
                          refresh_seconds=float(getattr(arguments, "refresh", 3.0)),
                          online_experiments=getattr(arguments, "online_experiments", None) or (),
-                         allowed_hosts=LOOPBACK_HOSTS if arguments.host in LOOPBACK_HOSTS else None)
+                         allowed_hosts=loopback_host_names(arguments.host))
         mode = "actions allowed" if arguments.allow_actions else "read-only"
+        warning = exposure_warning(arguments.host, bool(arguments.allow_actions))
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
         print(f"taskroll dashboard on http://{arguments.host}:{arguments.port}/ ({mode}); "
               "Ctrl+C stops it", flush=True)
         uvicorn.run(app, host=arguments.host, port=arguments.port, log_level="warning")

@@ -46,8 +46,9 @@ def parse_query_text(text: str | None) -> dict[str, Any]:
     """Parse the query box: empty, or a JSON object of a Mongo-style query.
 
     Raises:
-        QueryError: For text that is not JSON, not an object, or not a valid query
-            (unknown field or operator, operand of the wrong type), with a one-line message.
+        QueryError: For text that is not JSON (or nests too deeply to parse), not an
+            object, or not a valid query (unknown field or operator, operand of the wrong
+            type), with a one-line message.
     """
     if text is None or not text.strip():
         return {}
@@ -56,6 +57,8 @@ def parse_query_text(text: str | None) -> dict[str, Any]:
     except ValueError as error:
         detail = getattr(error, "msg", str(error))
         raise QueryError(f"the query is not valid JSON: {detail}") from error
+    except RecursionError:  # Python's parser gives up on deep nesting
+        raise QueryError("the query nests too deeply; flatten it") from None
     if not isinstance(value, dict):
         raise QueryError('the query must be a JSON object such as {"filter.model.class": '
                          '"LinearModel"}')

@@ -13,9 +13,9 @@ Reading artifacts takes time, so the rolling page asks for this on demand
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -30,11 +30,17 @@ from taskroll.store.references import RecorderReference
 logger = logging.getLogger("taskroll.dashboard")
 #: Most done windows read.
 MAX_RUNS: Final = 500
+#: Failed run reads, before any run was read, after which the others are left out unread.
+MAX_FAILED_READS: Final = 3
+#: Sets of runs whose ensembles are kept.
+CACHE_SIZE: Final = 16
 #: Name of the average of every model class's rolled prediction.
 AVERAGE: Final = "average of all models"
 
 #: One window: (model class, test start, test end, run id, tracking URI).
 Window = tuple[str, str, str, str, str | None]
+_CACHE: dict[tuple[Window, ...], dict[str, Any]] = {}
+_CACHE_LOCK = threading.Lock()
 
 
 def _window(record: Record) -> Window | None:
@@ -79,22 +85,46 @@ def _score(signal: pd.Series, label: pd.Series) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=16)
 def _ensembles(windows: tuple[Window, ...]) -> dict[str, Any]:
+    """:func:`_compute` of ``windows``, cached only when every run was read.
+
+    A run left out (artifacts not written yet, tracking store down) is tried again on
+    the next request instead of being cached as missing.
+    """
+    with _CACHE_LOCK:
+        cached = _CACHE.get(windows)
+    if cached is not None:
+        return cached
+    computed = _compute(windows)
+    if computed["skipped"] == 0:
+        with _CACHE_LOCK:
+            _CACHE[windows] = computed
+            while len(_CACHE) > CACHE_SIZE:
+                del _CACHE[next(iter(_CACHE))]  # the oldest entry
+    return computed
+
+
+def _compute(windows: tuple[Window, ...]) -> dict[str, Any]:
     from taskroll.collect.ensemble import AverageEnsemble, RollingEnsemble
     from taskroll.train.recorder import Recorder
 
     predictions: dict[str, dict[tuple[str, str], pd.Series]] = {}
     labels: list[pd.Series] = []
-    skipped = 0
+    skipped = failures = 0
+    read_any = False
     for model, start, end, run_id, uri in windows:
+        if not read_any and failures >= MAX_FAILED_READS:  # the store is down: stop waiting
+            skipped += 1
+            continue
         try:
             recorder = Recorder.from_reference(RecorderReference(run_id, uri))
             prediction = _first_column(recorder.load_object("pred.pkl"))
             label = _first_column(recorder.load_object("label.pkl"))
+            read_any = True  # the store is up: every run is tried
         except Exception as error:  # a run without artifacts is left out, and counted
             logger.info("run %s left out of the ensembles: %s", run_id, error)
             skipped += 1
+            failures += 1
             continue
         predictions.setdefault(model, {})[(start, end)] = prediction
         labels.append(label)

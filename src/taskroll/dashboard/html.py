@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -35,8 +36,18 @@ def when(seconds: Any) -> str:
     """A UNIX time as ``YYYY-MM-DD HH:MM:SS`` UTC ('' when absent)."""
     if seconds is None:
         return ""
-    moment = dt.datetime.fromtimestamp(float(seconds), dt.UTC)
+    try:
+        moment = dt.datetime.fromtimestamp(float(seconds), dt.UTC)
+    except (OverflowError, ValueError, OSError):  # beyond the calendar: shown as stored
+        return f"{seconds} s"
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def lease_text(seconds_left: float) -> str:
+    """A running task's lease: time left, or how long ago it expired (worker lost?)."""
+    if seconds_left < 0:
+        return f"lease expired {-seconds_left:g} s ago"
+    return f"lease {seconds_left:g} s"
 
 
 def plain_json(value: Any) -> Any:
@@ -44,6 +55,23 @@ def plain_json(value: Any) -> Any:
     if isinstance(value, RecorderReference):
         return value.to_reference()
     return str(value)
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as strict JSON data (what ``JSONResponse`` accepts).
+
+    Non-finite floats, which JSON cannot hold, become the text ``"nan"`` / ``"inf"`` /
+    ``"-inf"``; other objects become what :func:`plain_json` gives.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return {str(key): json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json_value(plain_json(value))
 
 
 def json_block(value: Any) -> str:
@@ -143,7 +171,7 @@ def _task_table(pool: str, rows: Sequence[Mapping[str, Any]], extra: str = "") -
         return '<p class="empty">No tasks.</p>'
     body = []
     for row in rows:
-        lease = f' <span class="lease">lease {row["lease_left"]:g} s</span>' \
+        lease = f' <span class="lease">{lease_text(row["lease_left"])}</span>' \
             if row.get("lease_left") is not None else ""
         error = (f'<span class="kind">{escape(row["error_kind"])}</span> '
                  f'{escape(row["error_line"])}' if row.get("error_kind") else "")
@@ -254,7 +282,7 @@ def task_detail(pool: str, task: Mapping[str, Any]) -> str:
                    f'{escape(task["status"])}</span>'),
         ("priority", escape(task["priority"])), ("attempts", escape(task["attempts"])),
         ("worker", escape(task["worker"])),
-        ("lease left", "" if task["lease_left"] is None else f"{task['lease_left']:g} s"),
+        ("lease left", "" if task["lease_left"] is None else lease_text(task["lease_left"])),
         ("created", when(task["created"])), ("started", when(task["started"])),
         ("finished", when(task["finished"]))))
     history = "".join(f"<li>{escape(when(item['time']))} {escape(item['event'])}</li>"

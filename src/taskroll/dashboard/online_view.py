@@ -54,30 +54,60 @@ def served_models(experiments: Sequence[str], last_day: str | None) -> list[dict
     return rows
 
 
+def _read_daily(report: Path) -> list[dict[str, Any]]:
+    return [{"date": str(values.get("datetime", ""))[:10],
+             **{name: _finite(values.get(name)) for name in ("ic", "rank_ic")}}
+            for values in pd.read_csv(report).to_dict("records")]
+
+
+def _read_summary(summary: Path) -> dict[str, Any]:
+    value = json.loads(summary.read_text())
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _read_served(signals: Path) -> dict[str, Any]:
+    frame = pd.read_parquet(signals)
+    dates = (frame.index.get_level_values(0) if isinstance(frame.index, pd.MultiIndex)
+             else frame.index)
+    served: dict[str, Any] = {"served_days": int(pd.Index(dates).nunique())}
+    if len(dates):
+        served["first_served"], served["last_served"] = str(min(dates))[:10], str(max(dates))[:10]
+    return served
+
+
 def online_data(folder: Path | None, experiments: Sequence[str] = ()) -> dict[str, Any]:
-    """Daily IC, summary, served days and served models ({"folder": None} without a folder)."""
+    """Daily IC, summary, served days and served models ({"folder": None} without a folder).
+
+    A file that cannot be read (missing folder, a report being rewritten, an unreachable
+    tracking store) leaves its part empty and adds a line to ``problems``.
+    """
     if folder is None:
         return {"folder": None}
     data: dict[str, Any] = {"folder": str(folder), "daily": [], "summary": {}, "served_days": 0,
-                            "first_served": "", "last_served": ""}
+                            "first_served": "", "last_served": "", "models": [], "problems": []}
+    if not folder.is_dir():
+        data["problems"].append(f"the online folder {folder} does not exist (yet)")
     reports = folder / "report" if (folder / "report").is_dir() else folder
-    report = reports / "report.csv"
-    if report.is_file():
-        for values in pd.read_csv(report).to_dict("records"):
-            data["daily"].append({"date": str(values.get("datetime", ""))[:10],
-                                  **{name: _finite(values.get(name)) for name in ("ic", "rank_ic")}})
-    summary = reports / "report.json"
-    if summary.is_file():
-        data["summary"] = json.loads(summary.read_text())
-    signals = folder / "signals.parquet"
-    if signals.is_file():
-        frame = pd.read_parquet(signals)
-        dates = (frame.index.get_level_values(0) if isinstance(frame.index, pd.MultiIndex)
-                 else frame.index)
-        data["served_days"] = int(pd.Index(dates).nunique())
-        if len(dates):
-            data["first_served"], data["last_served"] = str(min(dates))[:10], str(max(dates))[:10]
-    data["models"] = served_models(experiments, data["last_served"] or None)
+    for path, read, key in ((reports / "report.csv", _read_daily, "daily"),
+                            (reports / "report.json", _read_summary, "summary"),
+                            (folder / "signals.parquet", _read_served, None)):
+        if not path.is_file():
+            continue
+        try:
+            value = read(path)
+        except Exception as error:  # half-written or corrupt: show the rest and say so
+            data["problems"].append(f"{path.name} could not be read: {error}")
+            continue
+        if isinstance(value, dict) and key is None:
+            data.update(value)
+        elif key is not None:
+            data[key] = value
+    try:
+        data["models"] = served_models(experiments, data["last_served"] or None)
+    except Exception as error:  # e.g. the tracking store is unreachable
+        data["problems"].append(f"the online experiments could not be read: {error}")
     return data
 
 
@@ -101,7 +131,9 @@ def online_page(request: Request) -> Response:
         f"<th>run</th><th>online from</th><th>until</th></tr></thead><tbody>{models}</tbody></table>"
         if models else "<p>Name the strategies' experiments with <code>--online-experiment</code> "
                        "to see which model was online when.</p>")
-    body = (f"<h1>Online signals</h1><p>folder <code>{html.escape(data['folder'])}</code>: "
+    problems = "".join(f'<p class="query-error online-problem" role="alert">{html.escape(line)}</p>'
+                       for line in data["problems"])
+    body = (f"<h1>Online signals</h1>{problems}<p>folder <code>{html.escape(data['folder'])}</code>: "
             f'<span id="served-days">{data["served_days"]}</span> served days '
             f'{html.escape(data["first_served"])} .. {html.escape(data["last_served"])}</p>'
             '<h2>IC of the served signals</h2><div class="chart" id="online-chart"></div>'

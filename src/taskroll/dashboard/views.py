@@ -4,7 +4,8 @@
 read from the task's ``filter``) drawn as a timeline per model class, coloured by
 status; for done tasks whose result names an MLflow run, the ``IC`` and ``Rank IC``
 metrics ``SigAnaRecord`` logged, plotted per test window (uPlot, shipped with the
-package). At most :data:`MAX_WINDOWS` tasks are read (oldest first). The IC of the
+package). At most the newest :data:`MAX_WINDOWS` tasks are read (the page says so when
+the pool holds more). The IC of the
 ensembles is computed on demand (:mod:`taskroll.dashboard.ensembles`).
 The online view is in :mod:`taskroll.dashboard.online_view`.
 """
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from taskroll.dashboard import html
+from taskroll.dashboard.routing import path_value
 from taskroll.store import TaskStore
 from taskroll.store.codec import decode
 from taskroll.store.references import RecorderReference
@@ -29,6 +31,9 @@ from taskroll.store.references import RecorderReference
 logger = logging.getLogger("taskroll.dashboard")
 #: Most tasks the rolling view reads.
 MAX_WINDOWS: Final = 500
+#: Failed run reads, before any run was read, after which the tracking store is taken
+#: as unreachable and the other runs are not read.
+MAX_FAILED_READS: Final = 3
 SEGMENTS: Final = ("train", "valid", "test")
 METRICS: Final = ("IC", "Rank IC")
 _COLOURS = {"waiting": "#9aa5b1", "running": "#2f80ed", "part_done": "#9b51e0",
@@ -37,7 +42,13 @@ _OPACITY = {"train": 0.35, "valid": 0.6, "test": 1.0}
 
 
 def _day(value: Any) -> str | None:
-    return str(value)[:10] if isinstance(value, str) and len(value) >= 10 else None
+    """The ``YYYY-MM-DD`` start of a segment bound, or ``None`` unless it is a real day."""
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return dt.date.fromisoformat(value[:10]).isoformat()
+    except ValueError:  # "2020-13-45", "0000-01-01", any text: not drawn
+        return None
 
 
 def _segments(filter_value: Any) -> dict[str, list[str]]:
@@ -54,42 +65,72 @@ def _segments(filter_value: Any) -> dict[str, list[str]]:
     return found
 
 
-def _metrics(result: Any) -> dict[str, float]:
-    """IC metrics of the run a result names ({} when it names none or cannot be read)."""
-    if not isinstance(result, RecorderReference):
-        return {}
+def _metrics(result: RecorderReference) -> dict[str, float]:
+    """IC metrics of the run a result names.
+
+    Raises:
+        Exception: Whatever reading the run raised (the tracking store is unreachable,
+            the run is gone, the reference is not allowed).
+    """
     from taskroll.train.recorder import Recorder
 
-    try:
-        metrics = Recorder.from_reference(result).list_metrics()
-    except Exception as error:  # a run that cannot be read shows no IC; the view goes on
-        logger.info("run %s not read: %s", result.run_id, error)
-        return {}
+    metrics = Recorder.from_reference(result).list_metrics()
     return {name: float(metrics[name]) for name in METRICS
             if name in metrics and math.isfinite(float(metrics[name]))}
 
 
+def _result(record: Mapping[str, Any]) -> RecorderReference | None:
+    """The run a done task's result names (``None``: no run, or a pickled/corrupt result)."""
+    if record.get("status") != "done":
+        return None
+    try:
+        result = decode(record.get("res_encoding"), record.get("res"), allow_pickle=False)
+    except Exception:  # pickled or corrupt results are not opened here
+        return None
+    return result if isinstance(result, RecorderReference) else None
+
+
 def rolling_data(store: TaskStore, pool: str) -> dict[str, Any]:
-    """Windows per model class: segments, status and IC metrics of each task."""
+    """Windows per model class: segments, status and IC metrics of each task.
+
+    The pool's newest :data:`MAX_WINDOWS` tasks are read; ``windows_note`` says so when
+    it holds more. Segments that are not real days are left out. ``metrics_error`` says how many runs
+    could not be read (``""`` when all were); once :data:`MAX_FAILED_READS` reads failed
+    and none succeeded, the tracking store is taken as down and no other run is tried.
+    """
     models: dict[str, list[dict[str, Any]]] = {}
-    for record in store.find_page(pool, [], [("created", 1)], 0, MAX_WINDOWS):
-        segments = _segments(record.get("filter"))
+    unread: list[str] = []  # runs whose metrics could not be read
+    failures, read_any = 0, False
+    newest = store.find_page(pool, [], [("created", -1)], 0, MAX_WINDOWS)
+    for record in reversed(newest):  # oldest first among the newest
+        filter_value = record.get("filter")
+        segments = _segments(filter_value)
         if "test" not in segments:
             continue
-        model = record.get("filter", {}).get("model")
+        model = filter_value.get("model") if isinstance(filter_value, Mapping) else None
         name = model.get("class") if isinstance(model, Mapping) else None
         metrics: dict[str, float] = {}
-        if record.get("status") == "done":
+        result = _result(record)
+        if result is not None and not read_any and failures >= MAX_FAILED_READS:
+            unread.append(result.run_id)  # the store is down: do not wait on every run
+        elif result is not None:
             try:
-                result = decode(record.get("res_encoding"), record.get("res"), allow_pickle=False)
-            except Exception:  # pickled or corrupt results are not opened here
-                result = None
-            metrics = _metrics(result)
+                metrics = _metrics(result)
+                read_any = True  # the store is up: every run is tried
+            except Exception as error:  # no IC for this run; the view goes on and says so
+                logger.info("run %s not read: %s", result.run_id, error)
+                unread.append(f"{result.run_id}: {error}")
+                failures += 1
         models.setdefault(str(name or "?"), []).append(
             {"id": record["_id"], "status": record.get("status"), **segments, **metrics})
     for windows in models.values():
         windows.sort(key=lambda window: window["test"][0])
-    return {"pool": pool, "models": models}
+    note = (f"the IC of {len(unread)} run(s) could not be read from the tracking store "
+            f"(first: {unread[0]})" if unread else "")
+    total = sum(store.count_by_status(pool, []).values()) if len(newest) == MAX_WINDOWS else 0
+    shown = (f"only the newest {MAX_WINDOWS} of the pool's {total} tasks are drawn"
+             if total > MAX_WINDOWS else "")
+    return {"pool": pool, "models": models, "metrics_error": note, "windows_note": shown}
 
 
 def _ordinal(day: str) -> int:
@@ -138,12 +179,19 @@ def script_json(value: Any, element_id: str) -> str:
 def rolling_page(request: Request) -> Response:
     """The rolling view of one pool."""
     dashboard = request.app.state.dashboard
-    pool = request.path_params["pool"]
+    pool = path_value(request, "pool")
+    if pool not in dashboard.store.list_pools():
+        return dashboard.page("not found", f"<p>No pool {html.escape(pool)}.</p>",  # type: ignore[no-any-return]
+                              [("pools", "/")], status_code=404)
     data = rolling_data(dashboard.store, pool)
+    problem = (f'<p class="query-error" id="metrics-error" role="alert">'
+               f'{html.escape(data["metrics_error"])}</p>' if data["metrics_error"] else "")
+    if data["windows_note"]:
+        problem += f'<p class="windows-note" id="windows-note">{html.escape(data["windows_note"])}</p>'
     legend = " ".join(f'<span class="badge {status}">{status}</span>' for status in _COLOURS)
     body = (f"<h1>Rolling windows of {html.escape(pool)}</h1>"
             f'<p>train / valid / test from light to dark; {legend}</p>'
-            f'<section id="timeline">{timeline_svg(data["models"])}</section>'
+            f'<section id="timeline">{timeline_svg(data["models"])}</section>{problem}'
             '<section><h2>IC per test window</h2><div class="chart" id="ic-chart"></div>'
             '<h2>Rank IC per test window</h2><div class="chart" id="rank-ic-chart"></div></section>'
             '<section id="ensembles"><h2>Ensembles</h2><p>Each model\'s rolling ensemble and '
@@ -158,7 +206,11 @@ def rolling_page(request: Request) -> Response:
 
 def api_rolling(request: Request) -> Response:
     """The rolling view's data as JSON."""
-    return JSONResponse(rolling_data(request.app.state.dashboard.store, request.path_params["pool"]))
+    store = request.app.state.dashboard.store
+    pool = path_value(request, "pool")
+    if pool not in store.list_pools():
+        return JSONResponse({"error": f"no pool {pool!r}"}, status_code=404)
+    return JSONResponse(rolling_data(store, pool))
 
 
 def api_ensembles(request: Request) -> Response:
@@ -166,4 +218,4 @@ def api_ensembles(request: Request) -> Response:
     from taskroll.dashboard.ensembles import ensemble_data
 
     return JSONResponse(ensemble_data(request.app.state.dashboard.store,
-                                      request.path_params["pool"]))
+                                      path_value(request, "pool")))

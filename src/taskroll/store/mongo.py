@@ -446,8 +446,15 @@ class MongoStore(MongoConnection, TaskStore):
         query = MongoQuery(conditions)
         order = [("seq" if field == "created" else field, direction) for field, direction in sort]
         order += [] if any(field == "seq" for field, _ in order) else [("seq", 1)]
-        if query.residual:
-            return list(self._find(pool, query, None, sort=order))[skip:skip + limit]
+        if query.residual:  # sift in Python, reading only as far as the page goes
+            from itertools import islice
+
+            def sifted() -> list[Record]:
+                with self._collection(pool).find(query.filter(), sort=order) as cursor:
+                    kept = (record for record in map(_to_record, cursor) if query.keeps(record))
+                    return list(islice(kept, skip, skip + limit))
+
+            return self._run(sifted)
         documents = self._run(lambda: list(self._collection(pool).find(
             query.filter(), sort=order, skip=skip, limit=limit)))
         return [_to_record(document) for document in documents]

@@ -9,9 +9,13 @@
   function refresh() {
     var regions = document.querySelectorAll("[data-live]");
     regions.forEach(function (region) {
+      // one request at a time per region: a slow store must not pile requests up
+      if (region.getAttribute("data-loading") === "yes") { return; }
+      region.setAttribute("data-loading", "yes");
       fetch(region.getAttribute("data-live"), {headers: {"Accept": "text/html"}, cache: "no-store"})
         .then(function (response) {
-          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          // 404: the pool or task is gone; the server sends a line saying so
+          if (!response.ok && response.status !== 404) { throw new Error("HTTP " + response.status); }
           return response.text();
         })
         .then(function (text) {
@@ -21,7 +25,8 @@
         })
         .catch(function () {
           if (state) { state.textContent = "offline"; state.className = "live-state offline"; }
-        });
+        })
+        .finally(function () { region.removeAttribute("data-loading"); });
     });
   }
   if (seconds > 0) { window.setInterval(refresh, seconds * 1000); }
