@@ -23,32 +23,40 @@ have_postgres() {
     compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null
 }
 
-if have_postgres; then
-    echo "install-test-servers: PostgreSQL already present: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
-else
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        echo "install-test-servers: need root (or sudo) to apt-get install postgresql" >&2
-        exit 1
+# apt_install PACKAGE: install a Debian package as root (directly or through sudo), quietly.
+apt_install() {
+    local as_root=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            as_root=(sudo)
+        else
+            echo "install-test-servers: need root (or sudo) to apt-get install $1" >&2
+            exit 1
+        fi
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "install-test-servers: no apt-get; install the PostgreSQL server binaries by hand" >&2
+        echo "install-test-servers: no apt-get; install $1 by hand" >&2
         exit 1
     fi
-    # Do not let the package create and start a system cluster on port 5432:
-    # the tests run their own throw-away cluster.
-    "${as_root[@]}" mkdir -p /etc/postgresql-common
-    if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
-        echo "create_main_cluster = false" | "${as_root[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+    if [ "$1" = postgresql ]; then
+        # Do not let the package create and start a system cluster on port 5432:
+        # the tests run their own throw-away cluster.
+        "${as_root[@]}" mkdir -p /etc/postgresql-common
+        if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+            echo "create_main_cluster = false" | "${as_root[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+        fi
     fi
-    echo "install-test-servers: installing postgresql with apt-get"
+    echo "install-test-servers: installing $1 with apt-get"
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        postgresql >/dev/null
+        "$1" >/dev/null
+}
+
+if have_postgres; then
+    echo "install-test-servers: PostgreSQL already present: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
+else
+    apt_install postgresql
     have_postgres || { echo "install-test-servers: pg_ctl still missing after install" >&2; exit 1; }
     echo "install-test-servers: PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
 fi
@@ -56,23 +64,7 @@ fi
 if [ -x /usr/bin/chromium ]; then
     echo "install-test-servers: Chromium already present: /usr/bin/chromium"
 else
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        echo "install-test-servers: need root (or sudo) to apt-get install chromium" >&2
-        exit 1
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "install-test-servers: no apt-get; install Chromium at /usr/bin/chromium by hand" >&2
-        exit 1
-    fi
-    echo "install-test-servers: installing chromium with apt-get"
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        chromium >/dev/null
+    apt_install chromium
     [ -x /usr/bin/chromium ] || { echo "install-test-servers: /usr/bin/chromium still missing after install" >&2; exit 1; }
     echo "install-test-servers: Chromium installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
 fi

@@ -1,10 +1,11 @@
-"""The SQLite store waits for a held lock by polling, up to its busy timeout, and no longer.
+"""The SQLite store waits for a held write lock up to its busy timeout, and no longer.
 
-SQLite's own busy handler is off (its pauses of 1 ms and more dominated two busy
-workers); :meth:`SQLiteStore._run` polls instead. These tests hold the write lock from
-another connection and check the three outcomes: a statement waits and then succeeds
-once the lock is let go, a statement gives up with ``StoreError`` after the timeout
-and changes nothing, and a lock held inside a transaction is never retried halfway.
+These tests hold the write lock from another connection and check the outcomes: a write
+waits and then succeeds once the lock is let go, a write gives up with ``StoreError``
+after the timeout and changes nothing, and reads never wait for a writer (WAL).
+
+(A store that polled for the lock in microsecond steps instead of SQLite's busy handler
+was tried in this session and was slower with two workers: ``benchmarks/README.md``.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from taskroll.errors import StoreError
 from taskroll.store.base import Condition
-from taskroll.store.sqlite import SQLiteStore, _is_busy
+from taskroll.store.sqlite import SQLiteStore
 
 POOL = "lock_wait"
 
@@ -91,16 +92,3 @@ def test_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
         store.insert_many(POOL, [record("a")])
         with lock_held(path, 0.5):  # WAL: readers see the last committed state at once
             assert store.count_by_status(POOL, [Condition("_id", (), "$eq", "a")]) == {"waiting": 1}
-
-
-def test_busy_errors_are_told_apart() -> None:
-    connection = sqlite3.connect(":memory:")
-    with pytest.raises(sqlite3.OperationalError) as other:
-        connection.execute("SELECT * FROM missing_table")
-    assert not _is_busy(other.value)
-    busy = sqlite3.OperationalError("database is locked")
-    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
-    assert _is_busy(busy)
-    snapshot = sqlite3.OperationalError("database is locked")
-    snapshot.sqlite_errorcode = sqlite3.SQLITE_BUSY | (2 << 8)  # type: ignore[attr-defined]
-    assert _is_busy(snapshot)  # extended codes (BUSY_SNAPSHOT) count as busy

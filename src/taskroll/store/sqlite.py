@@ -41,13 +41,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs
 
 from taskroll.errors import StoreConnectionError, StoreError
@@ -110,21 +109,6 @@ def _to_record(row: Sequence[Any]) -> Record:
     return record
 
 
-FIRST_POLL_SECONDS = 20e-6
-"""First pause before a locked statement is tried again (then doubled, randomised)."""
-LAST_POLL_SECONDS = 1e-3
-"""Longest pause between two tries of a locked statement."""
-_Result = TypeVar("_Result")
-
-
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    """Whether SQLite refused a statement because another connection holds a lock."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(error)
-
-
 class SQLiteStore(TaskStore):
     """Task store on one SQLite file; safe for many threads and processes on one machine."""
 
@@ -136,8 +120,7 @@ class SQLiteStore(TaskStore):
 
         Args:
             path: File path; parent folders are created.
-            busy_timeout_seconds: How long a statement waits for a lock before failing
-                (polled: see :meth:`_run`).
+            busy_timeout_seconds: How long a writer waits for the lock before failing.
             file_mode: Permission bits of a database file this call creates (its ``-wal``
                 and ``-shm`` files get the same); an existing file keeps its own.
 
@@ -230,52 +213,22 @@ class SQLiteStore(TaskStore):
                                      isolation_level=None, check_same_thread=False)
         with self._lock:
             self._connections.append(connection)
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_seconds * 1000)}")
         if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
-        # from now on no busy handler of SQLite's: waits for a lock are polled by _run
-        connection.execute("PRAGMA busy_timeout = 0")
         self._local.connection, self._local.pid = connection, os.getpid()
         return connection
 
-    def _run(self, action: Callable[[sqlite3.Connection], _Result]) -> _Result:
-        """Run ``action`` on this thread's connection; poll while the database is locked.
-
-        SQLite's own busy handler sleeps 1, 2, 5, 10, ... ms between tries, while this
-        store's writes hold the lock for tens of microseconds: with two busy workers, most
-        of their time went to those sleeps. Instead a locked statement (SQLite refuses it
-        at once: the busy timeout is 0) is retried after a short randomised pause that
-        starts at :data:`FIRST_POLL_SECONDS` and doubles up to :data:`LAST_POLL_SECONDS`,
-        until ``busy_timeout_seconds`` have passed. A statement refused for a lock has done
-        nothing, so it is safe to retry; inside an open transaction nothing is retried
-        (the transaction is rolled back by :meth:`_write_transaction`).
-        """
-        connection = self._connection()
-        deadline: float | None = None
-        pause = FIRST_POLL_SECONDS
-        while True:
-            try:
-                return action(connection)
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error) or connection.in_transaction:
-                    raise
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.busy_timeout_seconds
-                elif now >= deadline:
-                    raise
-                time.sleep(pause * (0.5 + random.random()))
-                pause = min(2 * pause, LAST_POLL_SECONDS)
-
     def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         try:
-            return self._run(lambda connection: connection.execute(sql, params).fetchall())
+            return self._connection().execute(sql, params).fetchall()
         except (sqlite3.Error, OverflowError) as error:
             raise StoreError(f"SQLite task store {self.path}: {error}") from error
 
     def _modify(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
         try:
-            return self._run(lambda connection: connection.execute(sql, params).rowcount)
+            return self._connection().execute(sql, params).rowcount
         except (sqlite3.Error, OverflowError) as error:
             raise StoreError(f"SQLite task store {self.path}: {error}") from error
 
@@ -289,7 +242,7 @@ class SQLiteStore(TaskStore):
         """
         connection = self._connection()
         try:
-            self._run(lambda connection: connection.execute("BEGIN IMMEDIATE"))
+            connection.execute("BEGIN IMMEDIATE")
             yield connection
             connection.execute("COMMIT")
         except BaseException as error:
