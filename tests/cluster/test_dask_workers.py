@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from dask_cluster import FUNC, DaskCluster, clean_environment, create_pool, log_lines
 
+from taskroll.cluster import DaskWorkers, LoopOptions
 from taskroll.config import Settings
 from taskroll.data import SyntheticMarket
 from taskroll.manage import TaskManager
-from taskroll.cluster import DaskWorkers, LoopOptions
 from taskroll.train.trainer import DelayTrainerRM, TrainerRM
 
 

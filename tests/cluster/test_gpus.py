@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from taskroll.cluster.gpus import DEVICE_VARIABLE, parse_gpus, worker_environments
 from taskroll.errors import TaskConfigError
 from taskroll.manage import TaskManager
-from taskroll.cluster.gpus import DEVICE_VARIABLE, parse_gpus, worker_environments
 from taskroll.threads import THREAD_VARIABLES, threads_per_worker
 
 #: Each task waits until every worker process holds one, so each process runs exactly one.

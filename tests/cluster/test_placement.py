@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from taskroll.config import Settings
-from taskroll.errors import TaskConfigError
-from taskroll.manage import TaskManager
 from taskroll.cluster import LocalWorkers, LoopOptions, LoopSettings, LoopSummary, WorkerPlacement
 from taskroll.cluster.dask_workers import DaskWorkers, parse_resources, scheduler_address
 from taskroll.cluster.placement import WorkerLoopError, raise_for_stopped
+from taskroll.config import Settings
+from taskroll.errors import TaskConfigError
+from taskroll.manage import TaskManager
 
 
 def test_scheduler_address() -> None:
