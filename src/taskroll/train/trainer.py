@@ -15,10 +15,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm.auto import tqdm
 
+from taskroll.cluster.loop import LoopOptions, absolute_url
+from taskroll.cluster.placement import WorkerPlacement, raise_for_stopped
 from taskroll.errors import TaskConfigError
 from taskroll.manage import TaskManager, run_task
 from taskroll.store.references import RecorderReference
@@ -36,9 +38,6 @@ from taskroll.train.task_run import (
     task_train,
     train_in_subprocess,
 )
-
-if TYPE_CHECKING:
-    from taskroll.cluster.placement import WorkerPlacement
 
 __all__ = [
     "DEFAULT_EXPERIMENT", "MAX_PARAM_KEY_LENGTH", "MAX_PARAM_VALUE_LENGTH", "QUALITY_ARTIFACT",
@@ -240,9 +239,6 @@ class TrainerRM(Trainer):
             run_task(task_func, manager, query=query, experiment_name=experiment_name,
                      before_status=before_status, after_status=after_status, **kwargs)
             return
-        from taskroll.cluster.loop import LoopOptions, absolute_url
-        from taskroll.cluster.placement import raise_for_stopped
-
         store = self.task_manager_kwargs.get("store")
         options = LoopOptions(task_pool=manager.task_pool, func=task_func, query=query,
                               before_status=before_status, after_status=after_status,
