@@ -30,6 +30,7 @@ from taskroll.errors import QueryError, StatusTransitionError, TaskConfigError
 from taskroll.store import TaskStore, open_store, parse_query
 from taskroll.store.base import NOW
 from taskroll.store.query import MAX_AND_DEPTH, matches
+from taskroll.testing_pages import ClaimAndPageContract
 from taskroll.testing_system import (
     _marker_task,
     check_concurrent_create,
@@ -37,6 +38,7 @@ from taskroll.testing_system import (
     fresh_pool,
     gather_processes,
     interruptible_task,
+    make_record,
     run_worker_process,
 )
 
@@ -45,15 +47,6 @@ __all__ = [
     "check_workers_exactly_once", "interruptible_task", "make_record", "nested_and",
     "nested_list", "run_worker_process",
 ]
-
-def make_record(number: int, **filter_extra: Any) -> dict[str, Any]:
-    """Return a plain record for tests: id ``task-<number>``, a small JSON definition."""
-    filter_value = {"number": number, "parity": "odd" if number % 2 else "even",
-                    "model": {"class": "Linear" if number % 3 else "GBDT"},
-                    "window": [number, number + 1], **filter_extra}
-    return {"_id": f"task-{number:06d}", "def": f'{{"number": {number}}}',
-            "def_encoding": "json", "filter": filter_value}
-
 
 #: Queries whose results every backend must give exactly as :func:`matches` does.
 REFERENCE_QUERIES: tuple[dict[str, Any], ...] = (
@@ -150,8 +143,12 @@ def _fetch_worker(url: str, pool: str, queue: Any) -> None:
     queue.put(claimed)
 
 
-class TaskStoreContract:
-    """Pytest mixin: every invariant of :class:`taskroll.store.base.TaskStore`."""
+class TaskStoreContract(ClaimAndPageContract):
+    """Pytest mixin: every invariant of :class:`taskroll.store.base.TaskStore`.
+
+    Batch claims, pages and live workers are checked by the part it inherits
+    (:class:`taskroll.testing_pages.ClaimAndPageContract`).
+    """
 
     @pytest.fixture
     def store(self, store_url: str) -> Iterator[TaskStore]:

@@ -144,3 +144,12 @@ def check_concurrent_create(url: str, tasks: int, db_name: str | None = None) ->
         assert len({task["_id"] for task in manager.query()}) == tasks
         manager.store.drop_pool(pool)
         manager.store.close()
+
+
+def make_record(number: int, **filter_extra: Any) -> dict[str, Any]:
+    """Return a plain record for tests: id ``task-<number>``, a small JSON definition."""
+    filter_value = {"number": number, "parity": "odd" if number % 2 else "even",
+                    "model": {"class": "Linear" if number % 3 else "GBDT"},
+                    "window": [number, number + 1], **filter_extra}
+    return {"_id": f"task-{number:06d}", "def": f'{{"number": {number}}}',
+            "def_encoding": "json", "filter": filter_value}
