@@ -222,6 +222,18 @@ class TaskStoreContract(ClaimAndPageContract):
             order.append(record["_id"])
         assert order == ["task-000002", "task-000000", "task-000001", "task-000003"]
 
+    def test_fetch_order_follows_priorities_set_in_bulk(self, store: TaskStore,
+                                                        pool: str) -> None:
+        store.insert_many(pool, [make_record(number) for number in range(5)])
+        odd = parse_query({"filter.number": {"$in": [1, 3]}})
+        assert store.update_many(pool, odd, {"priority": 4}) == 2
+        assert store.update_many(pool, parse_query({"_id": "task-000003"}), {"priority": 9}) == 1
+        order = []
+        while (record := store.fetch(pool, [], "waiting", "w", 30)) is not None:
+            order.append(record["_id"])
+        assert order == ["task-000003", "task-000001", "task-000000", "task-000002",
+                         "task-000004"]
+
     def test_fetch_stamps_the_claim(self, store: TaskStore, pool: str) -> None:
         store.insert_many(pool, [make_record(1)])
         before = store.now()

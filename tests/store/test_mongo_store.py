@@ -69,6 +69,40 @@ class TestMongoStore(BackendChecks):
         assert store.count_by_status(pool, conditions) == {"running": 2}
 
 
+    def test_claims_use_one_direction_index(self, store: MongoStore, pool: str) -> None:
+        store.insert_many(pool, [record("a"), record("b"), record("c")])
+        store.update_many(pool, parse_query({"_id": "c"}), {"priority": 2**63 - 1})
+        store.update(pool, "a", {"priority": -(2**63)})
+        collection = store._database()[pool]
+        assert {document["_id"]: document["inverted_priority"] for document in collection.find()
+                } == {"a": 2**63 - 1, "b": -1, "c": -(2**63)}
+        keys = [list(index["key"]) for index in collection.index_information().values()]
+        assert [("status", 1), ("inverted_priority", 1), ("seq", 1)] in [
+            [tuple(pair) for pair in key] for key in keys]
+        claimed = [store.fetch(pool, [], "waiting", "w", 5) for _ in range(3)]
+        assert [task["_id"] for task in claimed if task] == ["c", "b", "a"]
+        assert all("inverted_priority" not in task for task in claimed if task)
+
+    def test_pool_written_without_claim_order_claims_by_priority(
+            self, mongo_url: str, database: str) -> None:
+        """Tasks an older taskroll (or Qlib, with no priority) wrote get the claim field."""
+        pool = f"old_{uuid.uuid4().hex[:8]}"
+        writer: Any = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+        writer[database][pool].insert_many([
+            {"_id": name, "def": "{}", "def_encoding": "json", "filter": {"name": name},
+             "status": "waiting", "attempts": 0, "seq": seq, **extra}
+            for seq, (name, extra) in enumerate(
+                [("low", {"priority": -3}), ("qlib", {}), ("high", {"priority": 7}),
+                 ("zero", {"priority": 0}), ("high2", {"priority": 7})], start=1)])
+        writer.close()
+        with MongoStore(mongo_url, database, retry_seconds=20) as store:
+            order = []
+            while (task := store.fetch(pool, [], "waiting", "w", 5)) is not None:
+                order.append(task["_id"])
+            assert order == ["high", "high2", "qlib", "zero", "low"]
+            assert store.count_by_status(pool, []) == {"running": 5}
+            store.drop_pool(pool)
+
     @pytest.mark.parametrize("query", [{}, {"filter.tags": ["x"]}], ids=["server", "residual"])
     def test_claim_whose_reply_was_lost_is_not_orphaned(
             self, store: MongoStore, pool: str, query: dict[str, Any],

@@ -305,6 +305,7 @@ def test_mongo_batch_claim_is_three_commands_best_first_and_exactly_once(mongo_u
                                  for index in range(40)])
         expected = sorted(range(40), key=lambda index: (-(index % 3), index))
         store._clock()  # the clock offset is measured once per process, not per claim
+        store._claims_ready(pool)  # so is the claim order of the pool's tasks
         commands.clear()
         first = store.fetch_many(pool, [], "waiting", "one", 60.0, 10)
         assert commands == ["find", "update", "find"], commands

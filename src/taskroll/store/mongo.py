@@ -7,10 +7,11 @@ Schema, in database ``db_name`` (Qlib's ``task_db_name``)::
          filter: {...subdocument...}, status, priority, res, res_encoding,
          created, started, finished, lease_until: float UNIX seconds (server clock),
          worker, attempts, error, claimed_from, seq: int,
-         claim: token of the fetch call that claimed it (internal)}
-        index (status, priority -1, seq)     fetch order
-        index (seq)                          find order and paging
-        index (status, lease_until)          reap
+         claim: token of the fetch call that claimed it (internal),
+         inverted_priority: ~priority, i.e. -1 - priority (internal, see below)}
+        index (status, inverted_priority, seq)  claim order
+        index (seq)                             find order and paging
+        index (status, lease_until)             reap
     _taskroll_counters          {_id: pool, seq: last seq handed out}; not a pool, but
                                 marks the pools taskroll created (see list_pools)
 
@@ -26,7 +27,15 @@ server has no pipelines (a write using them fails there), so one code path serve
 :meth:`MongoStore.now` always asks the server. A claim is thus one command and a commit
 one more; reaping is a separate ``find`` that the manager runs at most once a second.
 
-A fetch is one ``find_one_and_update`` (sorted by priority, then seq), tagged with a
+Claims walk one index in one direction: ``inverted_priority`` ascending (``~priority``,
+exact over the whole 64-bit range) is priority descending, then ``seq`` ascending. An
+index with mixed directions would serve MongoDB as well, but nx-27017 builds every index
+ascending and then sorts all waiting tasks at every claim; the status is matched with
+``$eq``, which it turns into an indexed comparison (a bare value also matches inside
+arrays there, a scan of the whole pool). Pools whose tasks lack the field (written by
+taskroll 0.1, or by Qlib) get it at the first claim of each process.
+
+A fetch is one ``find_one_and_update`` (in claim order), tagged with a
 fresh ``claim`` token: when the reply is lost (server restarted after applying it; a
 standalone server has no retryable writes), the retry first finds the task by its
 token instead of claiming a second one and leaving the first orphaned until its lease
@@ -83,6 +92,8 @@ COUNTERS = "_taskroll_counters"
 _INTERNAL_PREFIXES = ("_taskroll", "system.")
 _PAGE = 1000
 _BATCH_TRIES = 8  # batch claims that found candidates but lost them all before one at a time
+CLAIM_ORDER: list[tuple[str, int]] = [("inverted_priority", 1), ("seq", 1)]
+"""Highest priority first, then oldest: the claim index's order (see the module docs)."""
 
 
 def _to_record(document: Mapping[str, Any]) -> Record:
@@ -136,12 +147,29 @@ class MongoStore(MongoConnection, TaskStore):
     def _ensure_pool(self, pool: str) -> Any:
         collection = self._collection(pool)
         if pool not in self._ready_pools:
-            collection.create_index([("status", 1), ("priority", -1), ("seq", 1)],
-                                    name="taskroll_fetch")
+            collection.create_index([("status", 1), *CLAIM_ORDER], name="taskroll_claim")
             collection.create_index([("seq", 1)], name="taskroll_order")
             collection.create_index([("status", 1), ("lease_until", 1)], name="taskroll_lease")
             self._ready_pools.add(pool)
         return collection
+
+    def _claims_ready(self, pool: str) -> None:
+        """Once per process and pool: give tasks without ``inverted_priority`` theirs.
+
+        One ``distinct`` when every task has it; tasks without a priority (Qlib writes
+        none) claim as priority 0.
+        """
+        if pool in self._claim_ready_pools:
+            return
+        collection, missing = self._collection(pool), {"inverted_priority": {"$exists": False}}
+        if collection.find_one(missing, {"_id": 1}) is not None:
+            self._ensure_pool(pool)  # a pool from an older version lacks the claim index
+            for priority in collection.distinct("priority", missing):
+                if isinstance(priority, int) and not isinstance(priority, bool):
+                    collection.update_many({**missing, "priority": priority},
+                                           {"$set": {"inverted_priority": ~priority}})
+            collection.update_many(missing, {"$set": {"inverted_priority": ~0}})
+        self._claim_ready_pools.add(pool)
 
     def _matching_ids(self, pool: str, query: MongoQuery, *extra: Filter) -> list[str]:
         return [record["_id"] for record in self._find(pool, query, None, *extra)]
@@ -170,6 +198,7 @@ class MongoStore(MongoConnection, TaskStore):
             self._database()[COUNTERS].delete_one({"_id": pool})
         self._run(operation)
         self._ready_pools.discard(pool)
+        self._claim_ready_pools.discard(pool)
 
     # -- writes --------------------------------------------------------------------------
     def insert_many(self, pool: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -189,8 +218,8 @@ class MongoStore(MongoConnection, TaskStore):
         documents = [
             {**dict.fromkeys(RECORD_FIELDS), "_id": record["_id"], "def": record["def"],
              "def_encoding": record["def_encoding"], "filter": dict(record["filter"]),
-             "status": record["status"], "priority": record["priority"], "created": now,
-             "attempts": 0,
+             "status": record["status"], "priority": record["priority"],
+             "inverted_priority": ~record["priority"], "created": now, "attempts": 0,
              "seq": first + index}
             for index, record in enumerate(records)
         ]
@@ -231,6 +260,8 @@ class MongoStore(MongoConnection, TaskStore):
             elif isinstance(value, (bytearray, memoryview)):
                 value = bytes(value)
             values[name] = value
+        if isinstance(values.get("priority"), int):
+            values["inverted_priority"] = ~values["priority"]
         return {"$set": values}
 
     def update(self, pool: str, task_id: str, fields: Mapping[str, Any],
@@ -284,9 +315,9 @@ class MongoStore(MongoConnection, TaskStore):
               lease_seconds: float) -> Record | None:
         """Claim the highest-priority, oldest matching task with one ``find_one_and_update``."""
         status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
-        self._collection(pool)
+        self._run(self._claims_ready, pool)
         query = MongoQuery(conditions)
-        sort = [("priority", -1), ("seq", 1)]
+        sort = CLAIM_ORDER
 
         def claimer(selector: Filter) -> Callable[[], Record | None]:
             """One claim, safe to retry: it is tagged, and a retry first looks for its tag."""
@@ -313,9 +344,10 @@ class MongoStore(MongoConnection, TaskStore):
             return claim
 
         if not query.residual:
-            return self._run(claimer(query.filter({"status": status})))
-        for record in self._find(pool, query, None, {"status": status}, sort=sort):
-            claimed = self._run(claimer(query.filter({"_id": record["_id"], "status": status})))
+            return self._run(claimer(query.filter({"status": {"$eq": status}})))
+        for record in self._find(pool, query, None, {"status": {"$eq": status}}, sort=sort):
+            claimed = self._run(claimer(query.filter({"_id": record["_id"],
+                                                      "status": {"$eq": status}})))
             if claimed is not None:
                 return claimed
         return None
@@ -337,9 +369,9 @@ class MongoStore(MongoConnection, TaskStore):
         query = MongoQuery(conditions)
         if count == 1 or query.residual:
             return super().fetch_many(pool, conditions, status, worker, lease_seconds, count)
-        self._collection(pool)
-        selector = query.filter({"status": status})
-        sort = [("priority", -1), ("seq", 1)]
+        self._run(self._claims_ready, pool)
+        selector = query.filter({"status": {"$eq": status}})
+        sort = CLAIM_ORDER
         for _ in range(_BATCH_TRIES):
             candidates = self._run(lambda: [document["_id"] for document in self._collection(
                 pool).find(selector, {"_id": 1}, sort=sort, limit=count)])

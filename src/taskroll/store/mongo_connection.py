@@ -58,7 +58,8 @@ class MongoConnection:
         self._clients: dict[int, Any] = {}
         # per process: (server clock - local clock, time.monotonic() when measured)
         self._offsets: dict[int, tuple[float, float]] = {}
-        self._ready_pools: set[str] = set()
+        self._ready_pools: set[str] = set()  # indexes made by this process
+        self._claim_ready_pools: set[str] = set()  # claim order checked by this process
         self._closed = False
 
     def _scrub(self, text: str) -> str:
