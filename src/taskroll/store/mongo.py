@@ -27,42 +27,20 @@ server has no pipelines (a write using them fails there), so one code path serve
 :meth:`MongoStore.now` always asks the server. A claim is thus one command and a commit
 one more; reaping is a separate ``find`` that the manager runs at most once a second.
 
-Claims walk one index in one direction: ``inverted_priority`` ascending (``~priority``,
-exact over the whole 64-bit range) is priority descending, then ``seq`` ascending. An
-index with mixed directions would serve MongoDB as well, but nx-27017 builds every index
-ascending and then sorts all waiting tasks at every claim; the status is matched with
-``$eq``, which it turns into an indexed comparison (a bare value also matches inside
-arrays there, a scan of the whole pool). Pools whose tasks lack the field (written by
-taskroll 0.1, or by Qlib) get it at the first claim of each process.
-
-A fetch is one ``find_one_and_update`` (in claim order), tagged with a
-fresh ``claim`` token: when the reply is lost (server restarted after applying it; a
-standalone server has no retryable writes), the retry first finds the task by its
-token instead of claiming a second one and leaving the first orphaned until its lease
-runs out. :meth:`reap` updates each expired task with ``update_one`` guarded by the
-values it read (status, lease, worker, attempts), so a heartbeat or fetch racing with
-it wins and nothing is lost.
-
 Queries become MongoDB filters in :mod:`taskroll.store.mongo_query` with the semantics
 of :func:`taskroll.store.query.matches`. Conditions the server cannot decide exactly
 are "residual" and checked in Python; operations with residual conditions act on the
 ids found (each write still guarded in the database).
 
-A batch claim (:meth:`MongoStore.fetch_many`) is three commands whatever its size: a
-``find`` of the best candidates' ids, one ``update_many`` over them guarded by the
-claimed status and stamping a fresh claim token, and a ``find`` of the documents that
-carry the token. Each document is updated atomically, so a task taken by another worker
-between the first two commands is simply not claimed here.
-
-Connections, the clock offset and the error boundary are in
-:mod:`taskroll.store.mongo_connection`; a retried insert reports ids it had already
+Claims (the claim order and its index, batches, heartbeats, reaping) are in
+:mod:`taskroll.store.mongo_claims`; connections, the clock offset and the error boundary
+in :mod:`taskroll.store.mongo_connection`. A retried insert reports ids it had already
 inserted as existing.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from taskroll.errors import StoreError
@@ -72,18 +50,13 @@ from taskroll.store.base import (
     WRITABLE_FIELDS,
     Record,
     SortOrder,
-    TaskStore,
-    check_claim_count,
     check_page,
 )
-from taskroll.store.mongo_connection import MongoConnection
+from taskroll.store.mongo_claims import CLAIM_ORDER, MongoClaims, to_record
 from taskroll.store.mongo_query import Filter, MongoQuery
 from taskroll.store.query import Condition
 from taskroll.store.values import (
-    check_claim,
     check_fields,
-    check_lease,
-    check_max_attempts,
     check_pool,
     check_records,
 )
@@ -91,20 +64,9 @@ from taskroll.store.values import (
 COUNTERS = "_taskroll_counters"
 _INTERNAL_PREFIXES = ("_taskroll", "system.")
 _PAGE = 1000
-_BATCH_TRIES = 8  # batch claims that found candidates but lost them all before one at a time
-CLAIM_ORDER: list[tuple[str, int]] = [("inverted_priority", 1), ("seq", 1)]
-"""Highest priority first, then oldest: the claim index's order (see the module docs)."""
 
 
-def _to_record(document: Mapping[str, Any]) -> Record:
-    record: Record = {field: document.get(field) for field in RECORD_FIELDS}
-    for name in ("def", "res"):
-        if isinstance(record[name], (bytearray, memoryview)):
-            record[name] = bytes(record[name])
-    return record
-
-
-class MongoStore(MongoConnection, TaskStore):
+class MongoStore(MongoClaims):
     """Task store in a MongoDB database: one collection per pool, as in Qlib."""
 
     scheme = "mongodb"
@@ -152,24 +114,6 @@ class MongoStore(MongoConnection, TaskStore):
             collection.create_index([("status", 1), ("lease_until", 1)], name="taskroll_lease")
             self._ready_pools.add(pool)
         return collection
-
-    def _claims_ready(self, pool: str) -> None:
-        """Once per process and pool: give tasks without ``inverted_priority`` theirs.
-
-        One ``distinct`` when every task has it; tasks without a priority (Qlib writes
-        none) claim as priority 0.
-        """
-        if pool in self._claim_ready_pools:
-            return
-        collection, missing = self._collection(pool), {"inverted_priority": {"$exists": False}}
-        if collection.find_one(missing, {"_id": 1}) is not None:
-            self._ensure_pool(pool)  # a pool from an older version lacks the claim index
-            for priority in collection.distinct("priority", missing):
-                if isinstance(priority, int) and not isinstance(priority, bool):
-                    collection.update_many({**missing, "priority": priority},
-                                           {"$set": {"inverted_priority": ~priority}})
-            collection.update_many(missing, {"$set": {"inverted_priority": ~0}})
-        self._claim_ready_pools.add(pool)
 
     def _matching_ids(self, pool: str, query: MongoQuery, *extra: Filter) -> list[str]:
         return [record["_id"] for record in self._find(pool, query, None, *extra)]
@@ -310,135 +254,6 @@ class MongoStore(MongoConnection, TaskStore):
                 lambda chosen: int(collection.delete_many(chosen).deleted_count), selector)
         return deleted
 
-    # -- claims --------------------------------------------------------------------------
-    def fetch(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
-              lease_seconds: float) -> Record | None:
-        """Claim the highest-priority, oldest matching task with one ``find_one_and_update``."""
-        status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
-        self._run(self._claims_ready, pool)
-        query = MongoQuery(conditions)
-        sort = CLAIM_ORDER
-
-        def claimer(selector: Filter) -> Callable[[], Record | None]:
-            """One claim, safe to retry: it is tagged, and a retry first looks for its tag."""
-            token, sent = uuid.uuid4().hex, False
-
-            def claim() -> Record | None:
-                nonlocal sent
-                collection = self._collection(pool)
-                if sent:  # the reply to an earlier try may be what the network lost
-                    document = collection.find_one(
-                        {"status": "running", "worker": worker, "claim": token})
-                    if document is not None:
-                        return _to_record(document)
-                sent = True
-                now = self._clock()
-                document = collection.find_one_and_update(
-                    selector,
-                    {"$set": {"status": "running", "worker": worker, "started": now,
-                              "lease_until": now + float(lease_seconds),
-                              "claimed_from": status, "claim": token},
-                     "$inc": {"attempts": 1}},
-                    sort=sort, return_document=self._pymongo.ReturnDocument.AFTER)
-                return None if document is None else _to_record(document)
-            return claim
-
-        if not query.residual:
-            return self._run(claimer(query.filter({"status": {"$eq": status}})))
-        for record in self._find(pool, query, None, {"status": {"$eq": status}}, sort=sort):
-            claimed = self._run(claimer(query.filter({"_id": record["_id"],
-                                                      "status": {"$eq": status}})))
-            if claimed is not None:
-                return claimed
-        return None
-
-    def fetch_many(self, pool: str, conditions: Sequence[Condition], status: str, worker: str,
-                   lease_seconds: float, count: int) -> list[Record]:
-        """Claim up to ``count`` matching tasks, best first, in three commands (see above).
-
-        When every candidate was taken by other workers between the ``find`` and the
-        ``update_many``, the next best are tried (then, after a few such rounds, tasks
-        are claimed one at a time). With conditions the server cannot decide
-        exactly, or ``count == 1``, tasks are claimed one at a time with :meth:`fetch`.
-
-        Raises:
-            TaskConfigError: When ``count`` is not a whole number >= 1.
-        """
-        count = check_claim_count(count)
-        status, worker, lease_seconds = check_claim(status, worker, lease_seconds)
-        query = MongoQuery(conditions)
-        if count == 1 or query.residual:
-            return super().fetch_many(pool, conditions, status, worker, lease_seconds, count)
-        self._run(self._claims_ready, pool)
-        selector = query.filter({"status": {"$eq": status}})
-        sort = CLAIM_ORDER
-        for _ in range(_BATCH_TRIES):
-            candidates = self._run(lambda: [document["_id"] for document in self._collection(
-                pool).find(selector, {"_id": 1}, sort=sort, limit=count)])
-            if not candidates:
-                return []
-            token = uuid.uuid4().hex
-
-            def claim(chosen: list[str] = candidates, token: str = token) -> None:
-                now = self._clock()  # a retry after a lost reply matches nothing new
-                self._collection(pool).update_many(
-                    {"$and": [selector, {"_id": {"$in": chosen}}]},
-                    {"$set": {"status": "running", "worker": worker, "started": now,
-                              "lease_until": now + float(lease_seconds),
-                              "claimed_from": status, "claim": token},
-                     "$inc": {"attempts": 1}})
-
-            self._run(claim)
-            claimed = self._run(lambda token=token: list(self._collection(pool).find(
-                {"claim": token, "worker": worker, "status": "running"}, sort=sort)))
-            if claimed:
-                return [_to_record(document) for document in claimed]
-        # others keep taking every candidate first (heavy contention): one at a time
-        return super().fetch_many(pool, conditions, status, worker, lease_seconds, count)
-
-    def heartbeat(self, pool: str, task_id: str, worker: str, lease_seconds: float) -> bool:
-        """Extend the lease of a running task still owned by ``worker``."""
-        lease_seconds = check_lease(lease_seconds)
-        self._collection(pool)
-
-        def operation() -> bool:
-            lease_until = self._clock() + float(lease_seconds)
-            return bool(self._collection(pool).update_one(
-                {"_id": task_id, "status": "running", "worker": worker},
-                {"$set": {"lease_until": lease_until}}).matched_count > 0)
-        return self._run(operation)
-
-    def reap(self, pool: str, max_attempts: int) -> int:
-        """Return expired leases to their previous status, or fail them after max_attempts."""
-        max_attempts = check_max_attempts(max_attempts)
-        self._collection(pool)
-
-        def operation() -> int:
-            collection = self._collection(pool)
-            now = self._clock()
-            moved = 0
-            expired = list(collection.find(
-                {"status": "running", "lease_until": {"$lt": now}},
-                {"worker": 1, "attempts": 1, "claimed_from": 1, "lease_until": 1}))
-            for document in expired:
-                attempts = int(document.get("attempts") or 0)
-                worker = document.get("worker")
-                failed = attempts >= max_attempts
-                values: Filter = {
-                    "status": "failed" if failed else document.get("claimed_from") or "waiting",
-                    "error": f"lease expired: worker {worker or '?'} stopped renewing it "
-                             f"during attempt {attempts} of {max_attempts}",
-                    "worker": None, "lease_until": None,
-                }
-                if failed:
-                    values["finished"] = now
-                guard = {"_id": document["_id"], "status": "running", "worker": worker,
-                         "attempts": document.get("attempts"),
-                         "lease_until": document["lease_until"]}
-                moved += collection.update_one(guard, {"$set": values}).modified_count
-            return moved
-        return self._run(operation)
-
     # -- reads ---------------------------------------------------------------------------
     def _find(self, pool: str, query: MongoQuery, limit: int | None, *extra: Filter,
               sort: list[tuple[str, int]] | None = None) -> Iterator[Record]:
@@ -447,7 +262,7 @@ class MongoStore(MongoConnection, TaskStore):
         sort = sort or [("seq", 1)]
         if sort != [("seq", 1)]:  # a claim scan: one pass, each claim re-checked by the server
             cursor = self._run(lambda: list(collection.find(query.filter(*extra), sort=sort)))
-            yield from (record for record in map(_to_record, cursor) if query.keeps(record))
+            yield from (record for record in map(to_record, cursor) if query.keeps(record))
             return
         last_seq, remaining = None, limit
         while remaining is None or remaining > 0:
@@ -455,7 +270,7 @@ class MongoStore(MongoConnection, TaskStore):
             page = self._run(lambda chosen: list(collection.find(chosen, sort=sort, limit=_PAGE)),
                              query.filter(*extra, *after))
             for document in page:
-                record = _to_record(document)
+                record = to_record(document)
                 if query.keeps(record):
                     yield record
                     if remaining is not None:
@@ -483,13 +298,13 @@ class MongoStore(MongoConnection, TaskStore):
 
             def sifted() -> list[Record]:
                 with self._collection(pool).find(query.filter(), sort=order) as cursor:
-                    kept = (record for record in map(_to_record, cursor) if query.keeps(record))
+                    kept = (record for record in map(to_record, cursor) if query.keeps(record))
                     return list(islice(kept, skip, skip + limit))
 
             return self._run(sifted)
         documents = self._run(lambda: list(self._collection(pool).find(
             query.filter(), sort=order, skip=skip, limit=limit)))
-        return [_to_record(document) for document in documents]
+        return [to_record(document) for document in documents]
 
     def count_by_status(self, pool: str, conditions: Sequence[Condition]) -> dict[str, int]:
         """Count matching tasks per status with a ``$group`` aggregation."""
