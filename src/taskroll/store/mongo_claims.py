@@ -195,7 +195,7 @@ class MongoClaims(MongoConnection, TaskStore):
             now = self._clock()
             moved = 0
             expired = list(collection.find(
-                {"status": "running", "lease_until": {"$lt": now}},
+                {"status": {"$eq": "running"}, "lease_until": {"$lt": now}},
                 {"worker": 1, "attempts": 1, "claimed_from": 1, "lease_until": 1}))
             for document in expired:
                 attempts = int(document.get("attempts") or 0)
