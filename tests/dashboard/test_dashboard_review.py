@@ -314,8 +314,8 @@ def test_a_mongo_page_sifted_in_python_reads_only_as_far_as_the_page(
         with TaskManager(pool, store=store) as manager:
             manager.create_task([{"note": index % 2, "index": index} for index in range(400)])
         converted: list[int] = []  # documents turned into records
-        to_record = mongo._to_record
-        monkeypatch.setattr(mongo, "_to_record",
+        to_record = mongo.to_record
+        monkeypatch.setattr(mongo, "to_record",
                             lambda document: converted.append(1) or to_record(document))
         query = '{"filter.note": {"$exists": true}}'  # sifted in Python on every MongoDB
         with _client(store) as client:
