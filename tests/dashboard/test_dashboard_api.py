@@ -165,6 +165,26 @@ def test_actions_need_the_flag_the_token_and_a_confirmation(mixed_pool: MixedPoo
         bad = client.post(f"/api/pools/{POOL}/actions/prioritise", headers={TOKEN_HEADER: token},
                           json={"confirm": True, "task_id": target, "priority": "high"})
         assert bad.status_code == 400
+        # the pages show ids cut to 12 characters: the start of exactly one id names it
+        other = mixed_pool.waiting[1]
+        shown = client.post(f"/api/pools/{POOL}/actions/prioritise", headers={TOKEN_HEADER: token},
+                            json={"confirm": True, "task_id": other[:12], "priority": 3})
+        assert shown.json()["changed"] == 1
+        with TaskManager(POOL, store=mixed_pool.url) as manager:
+            assert manager.re_query(other)["priority"] == 3  # type: ignore[index]
+            before = {task["_id"]: task["priority"] for task in manager.query()}
+        firsts = [task_id[0] for task_id in before]
+        shared = next(first for first in firsts if firsts.count(first) > 1)  # fixed digests
+        for start, error in (("", "needs a task id"), ("zz-no-such", "no task id"),
+                             (shared, "more than one task id")):
+            refused = client.post(f"/api/pools/{POOL}/actions/prioritise",
+                                  headers={TOKEN_HEADER: token},
+                                  json={"confirm": True, "task_id": start, "priority": 9})
+            assert refused.status_code == 400 and error in refused.json()["error"]
+        with TaskManager(POOL, store=mixed_pool.url) as manager:
+            assert {task["_id"]: task["priority"] for task in manager.query()} == before
+        page = client.get(f"/pool/{POOL}/task/{other}")
+        assert f'id="action-task" size="14" value="{other}"' in page.text
 
 
 def test_rolling_view_reads_segments_and_recorder_metrics(

@@ -168,7 +168,7 @@ def task_page(request: Request) -> Response:
     if request.query_params.get("fragment"):
         return HTMLResponse(live)
     url = html.task_url(pool, task_id) + "?fragment=1"
-    actions = (html.actions_panel(pool, json.dumps({"_id": task_id}))
+    actions = (html.actions_panel(pool, json.dumps({"_id": task_id}), task_id)
                if dashboard.allow_actions else "")
     return dashboard.page(f"task {task_id[:12]}", f'<h1>Task <code>{html.escape(task_id[:12])}</code>'
                           f' <small>{html.escape(task["label"])}</small></h1>'
@@ -280,6 +280,27 @@ def _acting_on(query: dict[str, Any], status: str) -> dict[str, Any]:
     return {"$and": [query], "status": status} if query else {"status": status}
 
 
+def _named_task(manager: TaskManager, shown: str) -> str:
+    """The id of the task ``shown`` names: its whole id, or the start of exactly one id
+    (the pages show ids cut to 12 characters).
+
+    Raises:
+        TaskConfigError: When no task id, or more than one, starts with ``shown``.
+    """
+    store, pool = manager.store, manager.task_pool
+    if store.get(pool, shown) is not None:
+        return shown
+    after = shown[:-1] + chr(min(ord(shown[-1]) + 1, 0x10FFFF))  # ids starting with shown sort below
+    starting = [record["_id"] for record in store.find(
+        pool, parse_query({"_id": {"$gte": shown, "$lt": after}}), limit=10)
+        if str(record["_id"]).startswith(shown)]
+    if len(starting) == 1:
+        return str(starting[0])
+    if not starting:
+        raise TaskConfigError(f"no task id in pool {pool!r} starts with {shown!r}")
+    raise TaskConfigError(f"more than one task id starts with {shown!r}; give more of it")
+
+
 def _run_action(dashboard: Dashboard, pool: str, action: str, body: dict[str, Any]) -> int:
     query = _action_query(body.get("query"))
     with TaskManager(pool, store=dashboard.store) as manager:
@@ -288,8 +309,9 @@ def _run_action(dashboard: Dashboard, pool: str, action: str, body: dict[str, An
         if action == "reset":
             return manager.reset_waiting(_acting_on(query, manager.STATUS_RUNNING))
         task_id, priority = body.get("task_id"), body.get("priority")
-        if not isinstance(task_id, str) or not task_id:
+        if not isinstance(task_id, str) or not task_id.strip():
             raise TaskConfigError("prioritise needs a task id")
+        task_id = _named_task(manager, task_id.strip())
         if isinstance(priority, str):
             try:
                 priority = int(priority)

@@ -177,7 +177,8 @@ def _task_table(pool: str, rows: Sequence[Mapping[str, Any]], extra: str = "") -
                  f'{escape(row["error_line"])}' if row.get("error_kind") else "")
         body.append(
             f'<tr class="task-row {escape(row["status"])}" data-id="{escape(row["id"])}">'
-            f'<td><a href="{escape(task_url(pool, row["id"]))}">{escape(row["id"][:12])}</a>'
+            f'<td><a href="{escape(task_url(pool, row["id"]))}" title="{escape(row["id"])}">'
+            f'{escape(row["id"][:12])}</a>'
             f' <span class="task-label">{escape(row["label"])}</span></td>'
             f'<td class="status">{escape(row["status"])}</td>'
             f'<td>{escape(row["priority"])}</td><td>{escape(row["attempts"])}</td>'
@@ -262,13 +263,15 @@ def filter_form(pool: str, query_text: str, request: PageRequest | None, error: 
             f"</form>{message}")
 
 
-def actions_panel(pool: str, query_text: str) -> str:
-    """Buttons of the optional actions (shown only with ``--allow-actions``)."""
+def actions_panel(pool: str, query_text: str, task_id: str = "") -> str:
+    """Buttons of the optional actions (shown only with ``--allow-actions``); a task page
+    gives its task's whole id, filled in for "prioritise"."""
     return (f'<section class="actions" data-pool="{escape(pool)}" data-query="{escape(query_text)}">'
             "<h2>Actions</h2>"
             '<button class="action" data-action="retry">retry failed (matching the query)</button> '
             '<button class="action" data-action="reset">reset running to waiting (matching)</button> '
-            '<span class="prioritise">task id <input id="action-task" size="14"> priority '
+            '<span class="prioritise">task id '
+            f'<input id="action-task" size="14" value="{escape(task_id)}"> priority '
             '<input id="action-priority" size="4" value="1"> '
             '<button class="action" data-action="prioritise">prioritise</button></span>'
             '<p id="action-result" class="action-result"></p></section>')
