@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from taskroll.cli import build_parser, load_function
@@ -75,6 +76,27 @@ def test_worker_processes_do_every_task(tmp_path: Path, pool: tuple[str, str]) -
         assert manager.task_stat() == {"done": 6}
         results = sorted(task["res"]["double"] for task in manager.query())
     assert results == [2 * number for number in range(6)]
+
+
+def test_worker_serves_a_pickled_pool_only_with_allow_pickle(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    with TaskManager("pickled", store=url, allow_pickle=True) as manager:
+        manager.create_task([{"x": number, "weights": np.arange(3)} for number in range(3)])
+    refused = taskroll_command("worker", "-t", "pickled", "--url", url, "--once",
+                               "--func", "taskroll.demo:double_task", cwd=tmp_path)
+    assert refused.returncode == 0 and "Traceback" not in refused.stderr
+    with TaskManager("pickled", store=url, allow_pickle=True) as manager:  # the test trusts it
+        assert manager.task_stat() == {"failed": 3}  # at once: nothing of the tasks ran
+        errors = [task["error"] for task in manager.query()]
+        assert all(error["kind"] == "undecodable" and "--allow-pickle" in error["message"]
+                   for error in errors), errors
+        assert manager.retry_failed() == 3
+    served = taskroll_command("worker", "-t", "pickled", "--url", url, "--allow-pickle",
+                              "--func", "taskroll.demo:double_task", cwd=tmp_path)
+    assert served.returncode == 0, served.stderr
+    with TaskManager("pickled", store=url, allow_pickle=True) as manager:
+        assert manager.task_stat() == {"done": 3}
+        assert sorted(task["res"]["double"] for task in manager.query()) == [0, 2, 4]
 
 
 def test_worker_with_a_query_takes_only_matching_tasks(tmp_path: Path,

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--before-status", choices=("waiting", "part_done"), default="waiting")
     worker.add_argument("--force-release", action="store_true",
                         help="run each task in a fresh process")
+    worker.add_argument("--allow-pickle", action="store_true",
+                        help="decode pickled task definitions and store results JSON cannot "
+                             "hold with pickle (only for a pool you trust: unpickling runs code)")
     worker.add_argument("--query", default=None, help="JSON filter of the tasks to take")
     ending = worker.add_mutually_exclusive_group()
     ending.add_argument("--until-pool-done", action="store_true",
@@ -229,7 +232,8 @@ def run_worker(arguments: argparse.Namespace) -> int:
                           query=_parse_json_query(arguments.query),
                           force_release=arguments.force_release,
                           before_status=arguments.before_status, once=arguments.once,
-                          experiment=arguments.experiment or pool)
+                          experiment=arguments.experiment or pool,
+                          allow_pickle=arguments.allow_pickle)
     if arguments.on is None:  # on Dask the function is imported where the loops run
         options.function()  # fail here, once, rather than in every worker
     with TaskManager(pool) as manager:

@@ -198,8 +198,8 @@ def decode(encoding: str | None, payload: str | bytes | None, allow_pickle: bool
         if not allow_pickle:
             raise PickleNotAllowedError(
                 "this task holds a pickled value; pickles from a shared database can run "
-                "arbitrary code, so open the TaskManager with allow_pickle=True only if you "
-                "trust every writer of this pool"
+                "arbitrary code, so open the TaskManager with allow_pickle=True (taskroll "
+                "worker --allow-pickle) only if you trust every writer of this pool"
             )
         data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
         try:
