@@ -1,7 +1,7 @@
-"""The MongoDB store's claim order (``inverted_priority``, then ``seq``) against every writer.
+"""The MongoDB store's claim order (``priority``, then age) against every writer.
 
-Claims sort on ``inverted_priority = ~priority``, a field only this taskroll writes. These
-tests write the pool the ways other writers do (Qlib's ``TaskManager``, an older
+Claims sort on ``priority`` and ``reverse_seq = -seq``, a field only this taskroll writes
+(once, at insert). These tests write the pool the ways other writers do (Qlib's ``TaskManager``, an older
 taskroll, both talking to the collection directly, as in a shared ``task_db_name``),
 before and after a worker's first claim, and check that claims still follow the
 priorities a reader sees.
@@ -68,7 +68,7 @@ def qlib_task(name: str, **extra: Any) -> dict[str, Any]:
 
 
 def old_taskroll_task(name: str, priority: int, seq: int) -> dict[str, Any]:
-    """A task as taskroll before the claim-order change inserted it (no ``inverted_priority``)."""
+    """A task as taskroll before the claim-order change inserted it (no ``reverse_seq``)."""
     return {**dict.fromkeys(RECORD_FIELDS), **qlib_task(name), "priority": priority,
             "created": 1.0e9 + seq, "attempts": 0, "seq": seq}
 
@@ -112,8 +112,9 @@ def test_every_taskroll_priority_write_keeps_the_claim_order(store: MongoStore,
     batch = store.fetch_many(pool, [], "waiting", "w", 30, 3)
     assert [task["_id"] for task in batch] == [task for task in expected
                                                if task not in residual][:3]
-    assert all(set(task) >= {"priority"} and not set(task) & {"inverted_priority", "claim"}
-               for task in batch)
+    shown = [*batch, store.get(pool, "t0"), *store.find_page(pool, [], (("priority", -1),))]
+    assert all(task is not None and "priority" in task
+               and not set(task) & {"reverse_seq", "claim"} for task in shown)
 
 
 def test_a_second_store_object_claims_what_the_first_reprioritised(

@@ -8,10 +8,10 @@ Schema, in database ``db_name`` (Qlib's ``task_db_name``)::
          created, started, finished, lease_until: float UNIX seconds (server clock),
          worker, attempts, error, claimed_from, seq: int,
          claim: token of the fetch call that claimed it (internal),
-         inverted_priority: ~priority, i.e. -1 - priority (internal, see below)}
-        index (status, inverted_priority, seq)  claim order
-        index (seq)                             find order and paging
-        index (status, lease_until)             reap
+         reverse_seq: -seq (internal: the claim order, see mongo_claims)}
+        index (status, priority -1, reverse_seq -1)  claim order
+        index (seq)                                  find order and paging
+        index (status, lease_until)                  reap
     _taskroll_counters          {_id: pool, seq: last seq handed out}; not a pool, but
                                 marks the pools taskroll created (see list_pools)
 
@@ -163,8 +163,7 @@ class MongoStore(MongoClaims):
             {**dict.fromkeys(RECORD_FIELDS), "_id": record["_id"], "def": record["def"],
              "def_encoding": record["def_encoding"], "filter": dict(record["filter"]),
              "status": record["status"], "priority": record["priority"],
-             "inverted_priority": ~record["priority"], "created": now, "attempts": 0,
-             "seq": first + index}
+             "created": now, "attempts": 0, "seq": first + index, "reverse_seq": -first - index}
             for index, record in enumerate(records)
         ]
         return self._run(lambda: self._insert(collection, documents))
@@ -204,8 +203,6 @@ class MongoStore(MongoClaims):
             elif isinstance(value, (bytearray, memoryview)):
                 value = bytes(value)
             values[name] = value
-        if isinstance(values.get("priority"), int):
-            values["inverted_priority"] = ~values["priority"]
         return {"$set": values}
 
     def update(self, pool: str, task_id: str, fields: Mapping[str, Any],
@@ -257,18 +254,19 @@ class MongoStore(MongoClaims):
     # -- reads ---------------------------------------------------------------------------
     def _find(self, pool: str, query: MongoQuery, limit: int | None, *extra: Filter,
               sort: list[tuple[str, int]] | None = None) -> Iterator[Record]:
-        """Yield records the server filter and residual both keep, in pages by ``seq``."""
+        """Yield records the server filter and residual both keep, in pages by ``(seq, _id)``."""
         collection = self._collection(pool)
         sort = sort or [("seq", 1)]
         if sort != [("seq", 1)]:  # a claim scan: one pass, each claim re-checked by the server
             cursor = self._run(lambda: list(collection.find(query.filter(*extra), sort=sort)))
             yield from (record for record in map(to_record, cursor) if query.keeps(record))
             return
-        last_seq, remaining = None, limit
+        last: tuple[Any, str] | None = None  # (seq, _id) of the page's last task
+        remaining = limit
         while remaining is None or remaining > 0:
-            after: list[Filter] = [] if last_seq is None else [{"seq": {"$gt": last_seq}}]
-            page = self._run(lambda chosen: list(collection.find(chosen, sort=sort, limit=_PAGE)),
-                             query.filter(*extra, *after))
+            after: list[Filter] = [] if last is None else [_after(*last)]
+            page = self._run(lambda chosen: list(collection.find(
+                chosen, sort=[("seq", 1), ("_id", 1)], limit=_PAGE)), query.filter(*extra, *after))
             for document in page:
                 record = to_record(document)
                 if query.keeps(record):
@@ -279,7 +277,7 @@ class MongoStore(MongoClaims):
                             return
             if len(page) < _PAGE:
                 return
-            last_seq = page[-1]["seq"]
+            last = (page[-1].get("seq"), page[-1]["_id"])
 
     def find(self, pool: str, conditions: Sequence[Condition],
              limit: int | None = None) -> Iterator[Record]:
@@ -321,6 +319,15 @@ class MongoStore(MongoClaims):
     def now(self) -> float:
         """Return the server's clock as UNIX seconds (millisecond resolution), asking it."""
         return self._run(self._server_clock)
+
+def _after(seq: Any, task_id: str) -> Filter:
+    """Tasks after ``(seq, _id)`` in find order. Tasks without ``seq`` (written by Qlib)
+    sort first; ``$exists`` rather than ``$ne: None``, which nx-27017 also lets match a
+    missing field."""
+    if seq is None:
+        return {"$or": [{"seq": None, "_id": {"$gt": task_id}}, {"seq": {"$exists": True}}]}
+    return {"$or": [{"seq": seq, "_id": {"$gt": task_id}}, {"seq": {"$gt": seq}}]}
+
 
 def _chunks(ids: list[str], size: int = _PAGE) -> Iterator[list[str]]:
     for start in range(0, len(ids), size):

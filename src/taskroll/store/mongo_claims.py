@@ -3,13 +3,19 @@
 :class:`MongoClaims` is a base of :class:`taskroll.store.mongo.MongoStore`, which gives
 it the pool collections (``_collection``, ``_ensure_pool``) and the reads (``_find``).
 
-Claims walk one index in one direction: ``inverted_priority`` ascending (``~priority``,
-exact over the whole 64-bit range) is priority descending, then ``seq`` ascending. An
-index with mixed directions would serve MongoDB as well, but nx-27017 builds every index
-ascending and then sorts all waiting tasks at every claim; the status is matched with
-``$eq``, which it turns into an indexed comparison (a bare value also matches inside
-arrays there, a scan of the whole pool). Pools whose tasks lack the field (written by
-taskroll 0.1, or by Qlib) get it at the first claim of each process.
+Claim order: highest ``priority`` first, then oldest. The claim sorts on ``priority``
+and ``reverse_seq`` (``-seq``, written once at insert), both descending, so that one
+index serves it walked in one direction. An index with mixed directions (priority
+descending, ``seq`` ascending) serves MongoDB as well, but nx-27017 builds every index
+ascending, and with a mixed sort it sorted all waiting tasks at every claim. The status
+is matched with ``$eq``, which it turns into an indexed comparison; a bare value also
+matches inside arrays there, which scanned the whole pool.
+
+The order reads ``priority`` itself, so a priority set by any writer (Qlib's
+``prioritize``, an older taskroll) counts at once. Tasks without ``reverse_seq`` come last
+among those of their priority: Qlib's (no ``seq`` at all), and those an older taskroll
+inserts while this version works the pool, the newest anyway. Tasks an older taskroll
+inserted earlier get theirs at the first claim of each process and pool.
 
 A fetch is one ``find_one_and_update`` (in claim order), tagged with a
 fresh ``claim`` token: when the reply is lost (server restarted after applying it; a
@@ -39,9 +45,10 @@ from taskroll.store.mongo_query import Filter, MongoQuery
 from taskroll.store.query import Condition
 from taskroll.store.values import check_claim, check_lease, check_max_attempts
 
-CLAIM_ORDER: list[tuple[str, int]] = [("inverted_priority", 1), ("seq", 1)]
+CLAIM_ORDER: list[tuple[str, int]] = [("priority", -1), ("reverse_seq", -1)]
 """Highest priority first, then oldest: the claim index's order (see the module docs)."""
 _BATCH_TRIES = 8  # batch claims that found candidates but lost them all before one at a time
+_BULK = 1000  # updates per bulk_write when older tasks get their reverse_seq
 
 
 def to_record(document: Mapping[str, Any]) -> Record:
@@ -70,21 +77,25 @@ class MongoClaims(MongoConnection, TaskStore):
         """Records the server filter and the residual conditions both keep."""
 
     def _claims_ready(self, pool: str) -> None:
-        """Once per process and pool: give tasks without ``inverted_priority`` theirs.
+        """Once per process and pool: give tasks with a ``seq`` but no ``reverse_seq``
+        (inserted by taskroll 0.1) theirs, so that they keep their age among equals.
 
-        One ``find_one`` when every task has it; tasks without a priority (Qlib writes
-        none) claim as priority 0.
+        One ``find_one`` when every such task has it. Each write is guarded by the field's
+        absence, and ``seq`` never changes, so a racing process writes the same value.
         """
         if pool in self._claim_ready_pools:
             return
-        collection, missing = self._collection(pool), {"inverted_priority": {"$exists": False}}
-        if collection.find_one(missing, {"_id": 1}) is not None:
+        collection = self._collection(pool)
+        older = {"reverse_seq": {"$exists": False}, "seq": {"$exists": True}}
+        if collection.find_one(older, {"_id": 1}) is not None:
             self._ensure_pool(pool)  # a pool from an older version lacks the claim index
-            for priority in collection.distinct("priority", missing):
-                if isinstance(priority, int) and not isinstance(priority, bool):
-                    collection.update_many({**missing, "priority": priority},
-                                           {"$set": {"inverted_priority": ~priority}})
-            collection.update_many(missing, {"$set": {"inverted_priority": ~0}})
+            updates = [self._pymongo.UpdateOne(
+                {"_id": document["_id"], "reverse_seq": {"$exists": False}},
+                {"$set": {"reverse_seq": -document["seq"]}})
+                for document in collection.find(older, {"seq": 1})
+                if isinstance(document.get("seq"), int)]
+            for start in range(0, len(updates), _BULK):
+                collection.bulk_write(updates[start:start + _BULK], ordered=False)
         self._claim_ready_pools.add(pool)
 
     # -- claims --------------------------------------------------------------------------
