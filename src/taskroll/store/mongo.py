@@ -320,6 +320,7 @@ class MongoStore(MongoClaims):
         """Return the server's clock as UNIX seconds (millisecond resolution), asking it."""
         return self._run(self._server_clock)
 
+
 def _after(seq: Any, task_id: str) -> Filter:
     """Tasks after ``(seq, _id)`` in find order. Tasks without ``seq`` (written by Qlib)
     sort first; ``$exists`` rather than ``$ne: None``, which nx-27017 also lets match a
