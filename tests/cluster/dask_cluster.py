@@ -44,20 +44,29 @@ def _append(path, line):
 
 
 def record_task(task, **kwargs):
-    """Log "start"/"end" lines with the Dask worker's name and pid; hold once if asked."""
-    from distributed import get_worker
+    """Log "start"/"end" lines with the Dask worker's name and the loop's pid; hold once if asked.
 
-    name = get_worker().name
+    The loop runs in a child process of the Dask worker process: the marker of a held
+    task holds both pids ("DASK_WORKER_PID LOOP_PID").
+    """
+    name = os.environ["TASKROLL_DASK_WORKER"]
     _append(task["log"], f"start {task['index']} {name} {os.getpid()}\\n")
     hold = task.get("hold")
     if hold and not os.path.exists(task["marker"]):
         with open(task["marker"] + ".tmp", "w") as marker:
-            marker.write(str(os.getpid()))
+            marker.write(f"{os.getppid()} {os.getpid()}")
         os.rename(task["marker"] + ".tmp", task["marker"])
         time.sleep(hold)
     time.sleep(task.get("sleep", 0.0))
     _append(task["log"], f"end {task['index']} {name} {os.getpid()}\\n")
     return {"index": task["index"], "worker": name, "pid": os.getpid()}
+
+
+def report_environment(task, **kwargs):
+    """The loop's Dask worker, pid, parent pid and thread variables."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+    return {"worker": os.environ["TASKROLL_DASK_WORKER"], "pid": os.getpid(),
+            "parent": os.getppid(), "env": {name: os.environ.get(name) for name in names}}
 '''
 
 

@@ -1,7 +1,8 @@
 """A Dask worker process SIGKILLed while its loop runs a task: nothing is lost or committed twice.
 
-The killed process is the worker process that runs the loop (not its nanny, which starts
-a new one). Dask runs the lost loop again; the task the dead loop held stays ``running``
+The killed process is the Dask worker process that placed the loop (not its nanny, which
+starts a new one); the loop's own process, its child, ends with it. Dask runs the lost
+loop again; the task the dead loop held stays ``running``
 until its lease (2 s here) ends, and the loops drain, waiting for it, so it is run again
 and committed once. This module has a cluster of its own (the kill disturbs it).
 """
@@ -20,6 +21,18 @@ import pytest
 from dask_cluster import FUNC, DaskCluster, clean_environment, create_pool, log_lines
 
 from taskroll.manage import TaskManager
+
+
+def _ends(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` is gone within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.mark.slow
@@ -43,10 +56,11 @@ def test_sigkilled_dask_worker_loses_no_task_and_commits_each_once(
             assert command.poll() is None, command.communicate()
             assert time.monotonic() < deadline, "no loop started the held task"
             time.sleep(0.1)
-        victim = int(marker.read_text())
+        victim, loop = (int(pid) for pid in marker.read_text().split())
         nannies = {process.pid for process in cluster.processes.values()}
         assert victim not in nannies  # the worker process, not a `dask worker` nanny
         os.kill(victim, signal.SIGKILL)
+        assert _ends(loop, seconds=10), "the loop's process outlived its Dask worker"
         stdout, stderr = command.communicate(timeout=240)
     finally:
         if command.poll() is None:
@@ -64,5 +78,5 @@ def test_sigkilled_dask_worker_loses_no_task_and_commits_each_once(
     with TaskManager("numbers", store=url) as manager:
         assert manager.task_stat() == {"done": 11}
         tasks = {task["def"]["index"]: task for task in manager.query()}
-    assert tasks[10]["attempts"] == 2 and tasks[10]["res"]["pid"] != victim
+    assert tasks[10]["attempts"] == 2 and tasks[10]["res"]["pid"] != loop
     assert all(tasks[index]["attempts"] == 1 for index in range(10))

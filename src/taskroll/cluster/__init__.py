@@ -3,7 +3,10 @@
 * :class:`~taskroll.cluster.local_workers.LocalWorkers`: ``taskroll worker -n N [--gpus 0,1]``,
   spawned processes, each with its own GPU (``CUDA_VISIBLE_DEVICES``) and thread caps;
 * :class:`~taskroll.cluster.dask_workers.DaskWorkers`: ``taskroll worker --on dask://HOST:PORT``,
-  each loop a long-lived task on an existing Dask cluster (``pip install "taskroll[dask]"``).
+  each loop a long-lived task on an existing Dask cluster (``pip install "taskroll[dask]"``)
+  that runs the loop in a child process of its own
+  (:func:`~taskroll.cluster.loop_process.run_loop_in_child`), since several loops may
+  share one Dask worker process.
 
 Both are a :class:`~taskroll.cluster.placement.WorkerPlacement`, which
 ``TrainerRM(..., workers=...)`` takes. Importing this package never imports Dask.

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from taskroll.cluster.loop import LoopOptions, LoopSettings, LoopSummary, run_loop
+from taskroll.cluster.loop import LoopOptions, LoopSettings, LoopSummary
+from taskroll.cluster.loop_process import WORKER_NAME_VARIABLE, run_loop_in_child
 from taskroll.errors import TaskConfigError, TaskrollError, require
 from taskroll.manage_failure import describe
+from taskroll.threads import THREAD_VARIABLES
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,11 @@ def parse_resources(values: str | Sequence[str] | Mapping[str, float] | None) ->
 
 def _dask_loop(number: int, options: LoopOptions, settings: LoopSettings,
                stop_event: str) -> LoopSummary:
-    """Body of one loop as a Dask task: run it, saying which Dask worker ran it.
+    """Body of one loop as a Dask task: run it in a child process, saying where it ran.
 
-    The loop stops taking tasks once the Dask event ``stop_event`` is set.
+    The loop gets a process of its own (:mod:`taskroll.cluster.loop_process`), since
+    other loops may share this Dask worker process; it stops taking tasks once the Dask
+    event ``stop_event`` is set.
     """
     distributed: Any = require("distributed", "dask")
     worker = distributed.get_worker()
@@ -105,9 +108,12 @@ def _dask_loop(number: int, options: LoopOptions, settings: LoopSettings,
         except Exception:  # the scheduler unreachable: go on; claims are leases
             return False
 
-    return run_loop(number, options, settings,
-                    where=f"dask worker {worker.name}, {worker.address}, pid {os.getpid()}",
-                    stop=stop)
+    environment = {WORKER_NAME_VARIABLE: str(worker.name)}
+    if options.threads is not None:  # asked for explicitly: wins over Dask's defaults
+        environment.update({name: str(options.threads) for name in THREAD_VARIABLES})
+    return run_loop_in_child(number, options, settings,
+                             where=f"dask worker {worker.name}, {worker.address}",
+                             stop=stop, environment=environment)
 
 
 def _workers(client: Any) -> list[dict[str, Any]]:

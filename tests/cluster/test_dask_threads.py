@@ -1,0 +1,173 @@
+"""Several loops in one Dask worker process (``dask worker --nthreads 2``, Dask's usual setup).
+
+A Dask worker started without ``--nthreads 1`` runs as many tasks at once as it has
+threads, so two loops (of one submitter, or of two with different settings) can share
+one process. Each must still train and record as if it had the process to itself: its
+own active run, its own tracking store and pool, no task failed for the other's sake.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dask_cluster import FUNC, DaskCluster, clean_environment, create_pool, dask_cluster, log_lines
+from test_dask_workers import _training_task
+
+from taskroll.cluster import DaskWorkers, LoopOptions
+from taskroll.config import Settings
+from taskroll.data import SyntheticMarket
+from taskroll.manage import TaskManager
+from taskroll.train.trainer import TrainerRM
+
+
+@pytest.fixture(scope="module")
+def threaded_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A scheduler and one worker process with two threads."""
+    with dask_cluster(tmp_path_factory.mktemp("dask-threads"),
+                      [("two-threads", ["--nthreads", "2"])]) as started:
+        yield started
+
+
+def _tasks(folder: Path, count: int) -> list[dict[str, Any]]:
+    market = SyntheticMarket(seed=5, n_instruments=12, start="2018-01-01", end="2020-03-31")
+    path = market.save(folder / "bars.parquet")
+    tasks = []
+    for index in range(count):
+        task = _training_task(path, index % 2)
+        task["model"]["kwargs"]["alpha"] = 1.0 + index  # a distinct task each
+        tasks.append(task)
+    return tasks
+
+
+def test_two_loops_in_one_worker_process_each_record_their_own_runs(
+        threaded_cluster: DaskCluster, tmp_path: Path, isolated_settings: Settings) -> None:
+    tasks = _tasks(tmp_path, 6)
+    trainer = TrainerRM("threads", workers=DaskWorkers(threaded_cluster.address, n=2))
+    recorders = trainer.train(tasks)
+    with TaskManager("threads") as manager:
+        assert manager.task_stat() == {"done": 6}
+        pool = manager.query()
+        assert [task["attempts"] for task in pool] == [1] * 6
+        assert all(task["error"] is None for task in pool)
+    assert len(recorders) == 6
+    alphas = sorted(recorder.load_object("task")["model"]["kwargs"]["alpha"]
+                    for recorder in recorders)
+    assert alphas == [1.0 + index for index in range(6)]  # each run holds its own task
+    for recorder in recorders:
+        assert recorder.load_object("pred.pkl") is not None
+
+
+def _worker(cluster: DaskCluster, folder: Path, pool: str) -> subprocess.Popen[str]:
+    """``taskroll worker`` for ``pool`` with a pool and tracking store of its own in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    environment = clean_environment(TASKROLL_TASK_URL=f"sqlite:///{folder / 'tasks.db'}",
+                                    TASKROLL_TRACKING_URI=f"sqlite:///{folder / 'mlruns.db'}")
+    return subprocess.Popen([sys.executable, "-m", "taskroll", "worker", "-t", pool,
+                             "--on", cluster.url, "--until-pool-done"],
+                            cwd=folder, env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_submitters_with_other_stores_share_a_worker_process_without_mixing(
+        threaded_cluster: DaskCluster, tmp_path: Path) -> None:
+    tasks = _tasks(tmp_path, 4)
+    folders = {"left": tmp_path / "left", "right": tmp_path / "right"}
+    for name, folder in folders.items():
+        folder.mkdir()
+        with TaskManager(name, store=f"sqlite:///{folder / 'tasks.db'}") as manager:
+            manager.create_task(tasks)
+    workers = {name: _worker(threaded_cluster, folder, name) for name, folder in folders.items()}
+    outputs = {name: worker.communicate(timeout=300)[0] for name, worker in workers.items()}
+    for name, folder in folders.items():
+        assert workers[name].returncode == 0, outputs[name]
+        with TaskManager(name, store=f"sqlite:///{folder / 'tasks.db'}") as manager:
+            assert manager.task_stat() == {"done": 4}, outputs[name]
+            references = [task["res"] for task in manager.query()]
+        for reference in references:
+            assert str(folder / "mlruns.db") in str(reference), (name, reference)
+
+
+def test_each_loop_has_a_process_of_its_own_with_the_threads_asked_for(
+        threaded_cluster: DaskCluster, tmp_path: Path, isolated_settings: Settings) -> None:
+    with TaskManager("environment") as manager:
+        manager.create_task([{"index": index} for index in range(6)])
+    summaries = DaskWorkers(threaded_cluster.address, n=2, threads=3).run_loops(
+        LoopOptions(task_pool="environment", func="scale_tasks:report_environment"))
+    assert [summary.error for summary in summaries] == [None, None]
+    with TaskManager("environment") as manager:
+        results = [task["res"] for task in manager.query()]
+    assert len(results) == 6 and {result["worker"] for result in results} == {"two-threads"}
+    loops = {result["pid"] for result in results}
+    parents = {result["parent"] for result in results}
+    assert len(parents) == 1 and not loops & parents  # children of the one worker process
+    assert {summary.where.rsplit("pid ", 1)[1] for summary in summaries} >= {
+        str(pid) for pid in loops}
+    # asked for explicitly, the cap wins over the 1 thread Dask gives its worker processes
+    assert all(set(result["env"].values()) == {"3"} for result in results)
+
+
+def test_a_module_uploaded_to_the_workers_is_importable_in_the_loops(
+        threaded_cluster: DaskCluster, tmp_path: Path, isolated_settings: Settings) -> None:
+    module = tmp_path / "uploaded_tasks.py"
+    module.write_text("def double(task, **kwargs):\n    return task['value'] * 2\n")
+    with TaskManager("uploaded") as manager:
+        manager.create_task([{"value": value} for value in range(4)])
+    client = threaded_cluster.client()
+    try:
+        client.upload_file(str(module))  # on the workers' sys.path, not their PYTHONPATH
+        summaries = DaskWorkers(client, n=2).run_loops(
+            LoopOptions(task_pool="uploaded", func="uploaded_tasks:double"))
+    finally:
+        client.close()
+    assert [summary.error for summary in summaries] == [None, None]
+    with TaskManager("uploaded") as manager:
+        assert sorted(task["res"] for task in manager.query()) == [0, 2, 4, 6]
+
+
+def test_a_killed_loop_process_is_reported_and_its_task_finished_by_the_other(
+        threaded_cluster: DaskCluster, tmp_path: Path) -> None:
+    url, log, marker = f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path / "runs.log", tmp_path / "held"
+    create_pool(url, "numbers", 6, log, sleep=0.2, marker=str(marker))
+    with TaskManager("numbers", store=url) as manager:
+        held = manager.create_task([{"index": 6, "log": str(log), "hold": 600,
+                                     "marker": str(marker)}])[0]
+        manager.prioritize(manager.re_query(held), 10)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "taskroll", "worker", "-t", "numbers", "-n", "2", "--func", FUNC,
+         "--on", threaded_cluster.url, "--until-pool-done"], cwd=tmp_path,
+        env=clean_environment(TASKROLL_TASK_URL=url, TASKROLL_LEASE_SECONDS="2"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert command.poll() is None, command.communicate()
+            assert time.monotonic() < deadline, "no loop started the held task"
+            time.sleep(0.1)
+        worker, loop = (int(pid) for pid in marker.read_text().split())
+        os.kill(loop, signal.SIGKILL)  # e.g. the kernel's out-of-memory killer
+        stdout, stderr = command.communicate(timeout=240)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.communicate()
+    assert command.returncode == 1, stdout + stderr
+    lines = [line for line in stdout.splitlines() if line.startswith("worker")]
+    assert len(lines) == 2 and sum("its process exited with status -9" in line
+                                   for line in lines) == 1, stdout
+    os.kill(worker, 0)  # the Dask worker process lives on
+    counts = log_lines(log)
+    assert counts["end"] == collections.Counter(range(7))
+    assert counts["start"] == collections.Counter({**dict.fromkeys(range(6), 1), 6: 2})
+    with TaskManager("numbers", store=url) as manager:
+        assert manager.task_stat() == {"done": 7}
+        assert {task["def"]["index"]: task["attempts"] for task in manager.query()} == {
+            **dict.fromkeys(range(6), 1), 6: 2}
