@@ -147,9 +147,8 @@ def test_pages_filter_traceback_paging_and_live_refresh(page: Any, mixed_pool: M
             task = manager.fetch_task()
             assert task is not None
             manager.commit_task_res(task, {"late": True})
-        page.wait_for_function(
-            "document.querySelector('#live .badge.done .count').textContent === '5'",
-            timeout=15000)
+        playwright_api.expect(page.locator("#live .badge.done .count")).to_have_text(
+            "5", timeout=15000)
         assert page.evaluate("window.notReloaded") is True
         assert _counts(page) == _stat(mixed_pool)
 
@@ -176,11 +175,9 @@ def test_actions_ask_for_confirmation(page: Any, tmp_path: Path) -> None:
         assert _stat(mixed)["failed"] == 2  # dismissed: nothing changed
         page.once("dialog", lambda dialog: answer(dialog, True))
         page.click('button.action[data-action="retry"]')
-        page.wait_for_function(
-            "document.getElementById('action-result').textContent.includes('2 task')")
+        playwright_api.expect(page.locator("#action-result")).to_contain_text("2 task")
         assert _stat(mixed)["failed"] == 0 and len(dialogs) == 2
-        page.wait_for_function(
-            "document.querySelector('#live .badge.failed .count').textContent === '0'")
+        playwright_api.expect(page.locator("#live .badge.failed .count")).to_have_text("0")
         _shot(page, tmp_path, "actions")
 
 

@@ -7,6 +7,7 @@ the pages break none of their own rules; encoded paths never leave the static fo
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,8 @@ def browser() -> Iterator[Any]:
 
 
 def test_markup_in_pool_texts_never_runs_in_chromium(browser: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     url = f"sqlite:///{tmp_path / 'markup.db'}"
     segments = {"train": ["2018-01-01", "2018-12-31"], "test": ["2019-01-01", "2019-12-31"]}
     with TaskManager(MARKUP, store=url, max_attempts=1, lease_seconds=600) as manager:
@@ -64,7 +67,7 @@ def test_markup_in_pool_texts_never_runs_in_chromium(browser: Any, tmp_path: Pat
         page.click("a.pool-link")
         page.wait_for_selector("#failed .task-row")
         assert MARKUP in page.inner_text("h1") and MARKUP in page.inner_text("#running")
-        page.wait_for_function("document.body.getAttribute('data-refreshed') !== null")
+        expect(page.locator("body")).to_have_attribute("data-refreshed", re.compile(".*"))
         page.click("#failed .task-row a")
         page.wait_for_selector(".traceback")
         assert MARKUP in page.inner_text(".traceback")
@@ -111,6 +114,28 @@ def test_every_response_carries_the_security_headers(store: TaskStore,
             answer = httpx.get(served.url + path, timeout=10)
             assert {name: answer.headers.get(name) for name in SECURITY_HEADERS} == \
                 SECURITY_HEADERS, path
+
+
+def test_chromium_refuses_eval_and_injected_scripts_on_the_pages(
+        browser: Any, store: TaskStore, mixed_pool: MixedPool) -> None:
+    page = _browser_page(browser)
+    try:
+        with ServedDashboard(store) as served:
+            page.goto(served.url + f"/pool/{mixed_pool.pool}")
+            # from a timer, as a page's own script would (code that the driving tool
+            # evaluates directly is exempt from the policy)
+            evaluated = page.evaluate(
+                "() => new Promise(resolve => setTimeout(() => {"
+                " try { resolve(eval('1 + 1')); } catch (error) { resolve(error.name); } }))")
+            injected = page.evaluate(
+                "() => { window.__injected = 0; const script = document.createElement('script');"
+                " script.textContent = 'window.__injected = 1';"
+                " document.head.appendChild(script); return window.__injected; }")
+            assert page.locator("#live").count() == 1  # the page's own scripts ran
+    finally:
+        page.context.close()
+    assert evaluated == "EvalError"  # no 'unsafe-eval' in the policy
+    assert injected == 0  # no inline script
 
 
 def test_live_refresh_never_piles_requests_up_on_a_slow_store(browser: Any, store: TaskStore,

@@ -3,10 +3,9 @@
 The pages load only their own scripts and styles (``/static``), so a Content Security
 Policy can forbid everything else: no inline or foreign script runs even if markup ever
 slipped through the escaping, and no other site may frame a page (and trick a click on
-an action). Inline ``style`` attributes stay allowed (progress bars, uPlot), and so does
-``eval`` from scripts already running: the pages' scripts never call it, but the tools
-that drive a page in tests (Playwright's ``wait_for_function``) do; markup in a page still
-cannot start a script.
+an action). Inline ``style`` attributes stay allowed (progress bars, uPlot); ``eval`` and
+its kin are not (the pages never use them; the browser tests wait with Playwright's
+``expect``, which needs none).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The policy of every page.
 CONTENT_SECURITY_POLICY: Final = (
-    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'self'; object-src 'none'")
 #: Headers added to every response.
