@@ -184,9 +184,6 @@ def _placement(arguments: argparse.Namespace) -> WorkerPlacement:
     if arguments.gpus is not None:
         raise TaskrollError("--gpus places local processes; on Dask start GPU workers with "
                             "'dask worker --resources GPU=1' and ask with --resources GPU=1")
-    if arguments.force_release:
-        raise TaskrollError("--force-release cannot start processes inside Dask workers "
-                            "(daemonic); drop it with --on")
     return DaskWorkers(arguments.on, n=arguments.workers, resources=arguments.resources,
                        threads=arguments.threads, wait_for_workers=arguments.wait_for_workers)
 

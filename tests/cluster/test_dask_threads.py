@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from dask_cluster import FUNC, DaskCluster, clean_environment, create_pool, dask_cluster, log_lines
 from test_dask_workers import _training_task
@@ -25,6 +26,7 @@ from test_dask_workers import _training_task
 from taskroll.cluster import DaskWorkers, LoopOptions
 from taskroll.config import Settings
 from taskroll.data import SyntheticMarket
+from taskroll.errors import TaskrollError
 from taskroll.manage import TaskManager
 from taskroll.train.trainer import TrainerRM
 
@@ -161,8 +163,10 @@ def test_a_killed_loop_process_is_reported_and_its_task_finished_by_the_other(
             command.communicate()
     assert command.returncode == 1, stdout + stderr
     lines = [line for line in stdout.splitlines() if line.startswith("worker")]
-    assert len(lines) == 2 and sum("its process exited with status -9" in line
+    assert len(lines) == 2 and sum("its process exited with status -9 (SIGKILL)" in line
                                    for line in lines) == 1, stdout
+    assert sum("dask worker two-threads" in line and f"pid {loop}" in line
+               for line in lines) == 1, stdout  # where to look for its output
     os.kill(worker, 0)  # the Dask worker process lives on
     counts = log_lines(log)
     assert counts["end"] == collections.Counter(range(7))
@@ -171,3 +175,127 @@ def test_a_killed_loop_process_is_reported_and_its_task_finished_by_the_other(
         assert manager.task_stat() == {"done": 7}
         assert {task["def"]["index"]: task["attempts"] for task in manager.query()} == {
             **dict.fromkeys(range(6), 1), 6: 2}
+
+
+REFUSED_TASKS = """
+import os
+
+if "TASKROLL_DASK_WORKER" in os.environ:  # in a loop's process, not in the Dask worker
+    with open({log!r}, "a") as log:
+        log.write("refused\\n")
+    raise ImportError("refused in a loop's process")
+
+
+def double(task, **kwargs):
+    return task["value"] * 2
+"""
+
+
+def test_a_loop_whose_process_raises_is_retried_by_dask_then_reported_in_one_line(
+        threaded_cluster: DaskCluster, tmp_path: Path, isolated_settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "refused.log"
+    module = threaded_cluster.tasks_folder / "refused_tasks.py"
+    module.write_text(REFUSED_TASKS.format(log=str(log)))
+    monkeypatch.syspath_prepend(str(threaded_cluster.tasks_folder))
+    import refused_tasks  # here and in the Dask worker it imports; in the loop's process not
+
+    with TaskManager("refused") as manager:
+        manager.create_task([{"value": 1}])
+    try:
+        summaries = DaskWorkers(threaded_cluster.address, n=1, retries=1).run_loops(
+            LoopOptions(task_pool="refused", func=refused_tasks.double))
+    finally:
+        sys.modules.pop("refused_tasks", None)
+    assert log.read_text().splitlines() == ["refused"] * 2  # run once, re-run once (retries)
+    [summary] = summaries
+    assert summary.error is not None and "\n" not in summary.error
+    assert summary.error.startswith(TaskrollError.__name__)
+    assert "ImportError: refused in a loop's process" in summary.error
+    with TaskManager("refused") as manager:
+        assert manager.task_stat() == {"waiting": 1}
+
+
+def _ended(pids: set[int], seconds: float) -> bool:
+    """Whether every process of ``pids`` has ended (or is a zombie) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _reaped(worker: int, seconds: float) -> bool:
+    """Whether Dask worker process ``worker`` has no loop process left, nor a zombie."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = []
+        for child in psutil.Process(worker).children():
+            try:
+                if "taskroll.cluster.loop_process" in " ".join(child.cmdline()):
+                    left.append(child)
+            except psutil.ZombieProcess:  # ended, not yet waited for
+                left.append(child)
+            except psutil.NoSuchProcess:
+                pass
+        if not left:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_submitter_stopped_by_sigterm_leaves_no_loop_process_and_no_task_half_done(
+        threaded_cluster: DaskCluster, tmp_path: Path) -> None:
+    url, log = f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path / "runs.log"
+    create_pool(url, "stopped", 8, log, sleep=3)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "taskroll", "worker", "-t", "stopped", "-n", "2", "--func", FUNC,
+         "--on", threaded_cluster.url, "--until-pool-done"], cwd=tmp_path,
+        env=clean_environment(TASKROLL_TASK_URL=url), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, loops = time.monotonic() + 120, set()
+        while len(loops) < 2:  # both loops run a task
+            assert command.poll() is None, command.communicate()
+            assert time.monotonic() < deadline, "the two loops did not both start a task"
+            time.sleep(0.1)
+            lines = log.read_text().splitlines() if log.exists() else []
+            loops = {int(line.split()[3]) for line in lines if line.startswith("start")}
+        workers = {psutil.Process(pid).ppid() for pid in loops}
+        command.send_signal(signal.SIGTERM)
+        stdout, stderr = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.communicate()
+    assert command.returncode == 130, stdout + stderr
+    assert _ended(loops, 60), "a loop's process outlived the stopped submitter"
+    assert len(workers) == 1  # both in the one Dask worker process, which lives on
+    [worker] = workers
+    assert _reaped(worker, 30), "the Dask worker process has loop processes left (or zombies)"
+    counts = log_lines(log)
+    assert counts["start"] == counts["end"]  # each started task finished, none twice
+    assert set(counts["start"].values()) == {1}
+    with TaskManager("stopped", store=url) as manager:
+        done = len(counts["end"])
+        assert 2 <= done < 8  # each loop finished its task, then took no new one
+        assert manager.task_stat() == {"done": done, "waiting": 8 - done}
+
+
+def test_force_release_runs_each_task_in_a_fresh_process_of_the_loops_process(
+        threaded_cluster: DaskCluster, isolated_settings: Settings) -> None:
+    # a Dask worker process is daemonic (no children of its own); the loop's process is not
+    with TaskManager("fresh") as manager:
+        manager.create_task([{"index": index} for index in range(3)])
+    [summary] = DaskWorkers(threaded_cluster.address, n=1).run_loops(
+        LoopOptions(task_pool="fresh", func="scale_tasks:report_environment",
+                    force_release=True))
+    assert summary.error is None and (summary.done, summary.failed) == (3, 0)
+    with TaskManager("fresh") as manager:
+        results = [task["res"] for task in manager.query()]
+    assert len({result["pid"] for result in results}) == 3  # a fresh process each
+    [loop] = {result["parent"] for result in results}
+    assert summary.where.endswith(f"pid {loop}")

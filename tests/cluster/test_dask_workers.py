@@ -126,7 +126,6 @@ def test_pool_trainers_train_through_loops_on_the_cluster(
 
 @pytest.mark.parametrize("options, message", [
     (["--gpus", "0"], "--gpus places local processes"),
-    (["--force-release"], "--force-release cannot"),
     (["--on", "http://host:1"], "--on takes a Dask scheduler"),
     (["--resources", "GPU"], "NAME=AMOUNT"),
 ])

@@ -87,3 +87,16 @@ def test_local_workers_run_loops_with_the_settings_in_force(isolated_settings: S
     assert sum(summary.done for summary in summaries) == 4
     with TaskManager("numbers") as manager:
         assert manager.task_stat() == {"done": 4}
+
+
+def test_a_local_loop_that_raises_reports_the_exception_in_one_line(
+        isolated_settings: Settings) -> None:
+    with TaskManager("numbers") as manager:
+        manager.create_task([{"x": 1}])
+    # threads=0 passes no check on this side and makes the loop's cap raise ValueError there
+    [summary] = LocalWorkers(1, threads=1).run_loops(
+        LoopOptions(task_pool="numbers", func="taskroll.demo:double_task", threads=0))
+    assert summary.error is not None and "\n" not in summary.error
+    assert "ValueError" in summary.error and "at least 1" in summary.error, summary.error
+    with TaskManager("numbers") as manager:
+        assert manager.task_stat() == {"waiting": 1}

@@ -1,13 +1,18 @@
 """Worker loops placed on an existing Dask cluster (``taskroll worker --on dask://HOST:PORT``).
 
 Each loop is one long-lived Dask task that runs :func:`taskroll.cluster.loop.run_loop` in a
-Dask worker process, with the settings of the submitting process (:class:`LoopSettings`:
-the store and tracking URLs, lease, allowlists) applied there first. Dask does the
-placing and the restarting: a loop asks for ``resources`` (``{"GPU": 1}`` runs only on
-workers started with ``--resources GPU=1``), and when a Dask worker dies its nanny starts
-a new one and the scheduler runs the lost loop again elsewhere; the task the dead loop
-held comes back when its lease ends, and the loops drain (they wait for it) so it is
-finished. ``retries`` re-runs a loop that raised.
+child process of its Dask worker process (:mod:`taskroll.cluster.loop_process`: loops
+sharing a multi-threaded Dask worker keep their own settings and runs), with the
+settings of the submitting process (:class:`LoopSettings`: the store and tracking URLs,
+lease, allowlists) applied there first. Dask does the placing and the restarting: a loop
+asks for ``resources`` (``{"GPU": 1}`` runs only on workers started with
+``--resources GPU=1``), and when a Dask worker dies (its loops' processes end with it)
+its nanny starts a new one and the scheduler runs the lost loops again elsewhere; the
+task a dead loop held comes back when its lease ends, and the loops drain (they wait for
+it) so it is finished. ``retries`` re-runs a loop that raised (its process ended with an
+exception, e.g. it could not import its task function's module); a loop whose process
+was killed (out of memory) is reported, as with local workers, and the other loops
+finish its task.
 
 Nothing waits forever: the loops are submitted only once a Dask worker that offers their
 ``resources`` has joined (``wait_for_workers`` seconds at most, else an error that says
@@ -139,8 +144,8 @@ class DaskWorkers:
             closed after each run.
         n: Worker loops.
         resources: Dask resources each loop needs, e.g. ``{"GPU": 1}`` or ``"GPU=1"``.
-        threads: BLAS/OpenMP threads each loop may use in its Dask worker process
-            (``None``: as the Dask worker was started).
+        threads: BLAS/OpenMP threads each loop's process may use (``None``: as the Dask
+            worker process was started).
         retries: Times Dask re-runs a loop that raised (a loop lost with its Dask worker
             is re-run by the scheduler, up to ``distributed.scheduler.allowed-failures``).
         wait_for_workers: Seconds to wait for a Dask worker that offers ``resources``
@@ -226,8 +231,9 @@ class DaskWorkers:
     def run_loops(self, options: LoopOptions) -> list[LoopSummary]:
         """Submit the loops, wait for all of them, return their summaries in loop order.
 
-        A loop that failed on the cluster (its function raised out of the loop, Dask gave
-        up after its worker died ``allowed-failures`` times) gets a summary with ``error``.
+        A loop that failed on the cluster (it raised out of the loop ``retries`` + 1 times,
+        its process was killed, Dask gave up after its worker died ``allowed-failures``
+        times) gets a summary with ``error``.
 
         Raises:
             MissingDependencyError: When ``distributed`` is not installed.
@@ -279,4 +285,5 @@ def _stop(distributed: Any, client: Any, stop_event: str, futures: list[Any]) ->
         distributed.Event(stop_event, client=client).set()
     with contextlib.suppress(Exception):
         # a running loop is not interrupted (Dask cannot stop a thread); it reads the event
+        # (its thread asks every second and tells the loop's process)
         client.cancel([future for future in futures if future.status == "pending"])

@@ -17,11 +17,13 @@ import os
 import queue
 import signal
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from taskroll.cluster.gpus import parse_gpus, process_environment, worker_environments
 from taskroll.cluster.loop import LoopOptions, LoopSettings, LoopSummary, run_loop
+from taskroll.manage_failure import describe
 from taskroll.threads import threads_per_worker
 
 GRACE_SECONDS = 2.0
@@ -30,9 +32,18 @@ GRACE_SECONDS = 2.0
 
 def _process_main(number: int, options: LoopOptions, settings: LoopSettings,
                   results: Any) -> None:
-    """Body of one spawned worker process: run a loop, put its summary on ``results``."""
-    results.put(run_loop(number, options, settings,
-                         where=f"pid {multiprocessing.current_process().pid}"))
+    """Body of one spawned worker process: run a loop, put its summary on ``results``.
+
+    An exception out of the loop (one that is not a task's) becomes the summary's error,
+    in one line, and its traceback goes to standard error.
+    """
+    where = f"pid {multiprocessing.current_process().pid}"
+    try:
+        summary = run_loop(number, options, settings, where=where)
+    except Exception as error:
+        traceback.print_exc()
+        summary = LoopSummary(number, where=where, error=describe(error))
+    results.put(summary)
 
 
 class LocalWorkers:
