@@ -40,14 +40,15 @@ def test_rolling_ensemble_newest_wins_the_overlap() -> None:
 
 
 def test_rolling_ensemble_orders_by_test_segment_start_not_by_data() -> None:
-    # The model whose segment starts later wins even though its data starts on D1 too.
+    # The model whose segment starts later wins from its start on (D2), even though its
+    # data also has D1, a day before its test start, which the earlier model serves.
     late_segment = frame([(D1, "A", -1.0), (D2, "A", -2.0)])
     early_segment = frame([(D1, "A", 1.0), (D2, "A", 2.0), (D3, "A", 3.0)])
     merged = RollingEnsemble()({(pd.Timestamp("2021-01-05"), pd.Timestamp("2021-01-31")):
                                 late_segment,
                                 (pd.Timestamp("2021-01-01"), pd.Timestamp("2021-01-20")):
                                 early_segment})
-    pd.testing.assert_frame_equal(merged, frame([(D1, "A", -1.0), (D2, "A", -2.0),
+    pd.testing.assert_frame_equal(merged, frame([(D1, "A", 1.0), (D2, "A", -2.0),
                                                  (D3, "A", 3.0)]), check_freq=False)
 
 

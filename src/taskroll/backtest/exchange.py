@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from taskroll.errors import TaskConfigError
@@ -39,6 +40,12 @@ def _price_field(name: Any, where: str) -> str:
         raise TaskConfigError(f"{where}: unknown deal price {name!r}; use one of "
                               f"{', '.join(_PRICE_FIELDS)} (with or without '$')")
     return field
+
+
+def _valid_prices(column: pd.Series) -> pd.Series:
+    """``column`` as floats, NaN where a price is missing, non-finite or ``<= 0``."""
+    values = column.astype(float)
+    return values.where(np.isfinite(values.to_numpy()) & (values.to_numpy() > 0))
 
 
 def _non_negative(value: Any, name: str) -> float:
@@ -94,7 +101,8 @@ class Exchange:
         if missing:
             raise TaskConfigError(f"the backtest's bars lack column(s) {missing}; they have "
                                   f"{sorted(map(str, quotes.columns))}")
-        self._fields = {name: quotes[name].astype(float).unstack().sort_index()
+        # an invalid price (missing, non-finite, <= 0: a bad bar) is no price: not tradable
+        self._fields = {name: _valid_prices(quotes[name]).unstack().sort_index()
                         for name in needed}
         close = self._fields["close"]
         self.change: pd.DataFrame = close / close.ffill().shift(1) - 1

@@ -86,6 +86,13 @@ class RollingEnsemble(Ensemble):
     date) starts latest; when keys are not dates, the one whose predictions start
     latest. Ties keep dict order (later entries win).
 
+    When keys are dates, a model serves only dates from its test start on: its rows
+    dated before it (e.g. predictions over its own training or validation days, made
+    by a model that learnt from the labels of those days and of days after them) are
+    dropped, so the prediction for day D always comes from the newest model whose test
+    segment had started by D, never from one trained on data after D. (Qlib keeps such
+    rows, the newest model winning them.)
+
     Returns:
         One frame (or Series) sorted by index, each ``(datetime, instrument)`` once.
     """
@@ -98,15 +105,25 @@ class RollingEnsemble(Ensemble):
         _logger.debug("RollingEnsemble keys: %s", list(ensemble_dict))
         items = list(ensemble_dict.items())
         starts = [_segment_start(key) for key, _ in items]
-        if any(start is None for start in starts):
+        keyed_by_date = all(start is not None for start in starts)
+        if not keyed_by_date:
             starts = [self._first_date(frame) for _, frame in items]
         order = sorted(range(len(items)),
                        key=lambda position: (starts[position] is not None,
                                              starts[position] or pd.Timestamp.min, position))
-        frames = [items[position][1] for position in order]
+        frames = [self._from(items[position][1], starts[position]) if keyed_by_date
+                  else items[position][1] for position in order]
         merged = pd.concat(frames) if len(frames) > 1 else frames[0].copy()
         merged = merged[~merged.index.duplicated(keep="last")]  # the newest is last
         return merged.sort_index()
+
+    @staticmethod
+    def _from(frame: Frame, start: pd.Timestamp | None) -> Frame:
+        """The rows of ``frame`` dated on or after ``start``."""
+        if start is None or len(frame) == 0:
+            return frame
+        dates = pd.DatetimeIndex(frame.index.get_level_values(_date_level(frame.index)))
+        return frame[np.asarray(dates >= start)]
 
     @staticmethod
     def _first_date(frame: Frame) -> pd.Timestamp | None:

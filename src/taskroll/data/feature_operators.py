@@ -35,11 +35,22 @@ class Layout:
 
     Args:
         index: The panel's ``(datetime, instrument)`` index.
+        calendar: The market's trading days, which :meth:`on_calendar` counts (``None``: the
+            panel's distinct dates). A panel of a few instruments lacks the days on which
+            all of them were suspended; the market calendar still has them, so a label
+            does not skip them to reach a later price. Panel dates missing from it are
+            added.
     """
 
-    def __init__(self, index: pd.MultiIndex) -> None:
+    def __init__(self, index: pd.MultiIndex, calendar: pd.DatetimeIndex | None = None) -> None:
         instrument_codes, _ = pd.factorize(index.get_level_values(1))
-        date_codes, calendar = pd.factorize(index.get_level_values(0), sort=True)
+        dates = index.get_level_values(0)
+        if calendar is None:
+            date_codes, days = pd.factorize(dates, sort=True)
+        else:
+            days = pd.DatetimeIndex(calendar).union(pd.DatetimeIndex(dates.unique())).unique()
+            days = days.sort_values()
+            date_codes = days.get_indexer(dates)
         self.order = np.lexsort((date_codes, instrument_codes))
         sorted_codes = instrument_codes[self.order]
         size = sorted_codes.size
@@ -51,8 +62,8 @@ class Layout:
         """Position of each sorted row in its instrument's own history (0 = first bar)."""
         self.instrument_codes = sorted_codes.astype(np.int64)
         self.date_codes = date_codes[self.order].astype(np.int64)
-        """Market-calendar day number of each sorted row (the panel's distinct dates)."""
-        self.calendar_size = len(calendar)
+        """Market-calendar day number of each sorted row."""
+        self.calendar_size = len(days)
         self.instrument_count = int(instrument_codes.max(initial=-1)) + 1
         self._windows: dict[int, ClippedWindow] = {}
 

@@ -210,7 +210,8 @@ def _check_horizon(horizon: int) -> int:
 def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOWS,
                      rolling_operators: Sequence[str] | None = None,
                      dtype: type[np.floating] = np.float32,
-                     label_horizon: int = LABEL_HORIZON) -> pd.DataFrame:
+                     label_horizon: int = LABEL_HORIZON,
+                     calendar: pd.DatetimeIndex | None = None) -> pd.DataFrame:
     """Compute Alpha158 features and ``LABEL0`` for every row of ``bars``.
 
     Each feature at a row uses only that instrument's bars up to and including that
@@ -226,6 +227,10 @@ def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOW
         rolling_operators: Rolling operators to include (default: all 29).
         dtype: Float type of the result (float32 by default, as Qlib).
         label_horizon: Trading days the label looks ahead (2: Qlib's default label).
+        calendar: The market calendar the label counts (``None``: the panel's distinct
+            dates). Give the data source's calendar (a Qlib folder's ``day.txt``) when
+            ``bars`` may lack a trading day, e.g. bars of a few instruments all suspended
+            that day: the label is then NaN, as Qlib's, not a price from a later day.
 
     Returns:
         A frame with the index of ``bars`` and 2-level columns ``("feature", name)``
@@ -243,7 +248,7 @@ def compute_alpha158(bars: pd.DataFrame, windows: Sequence[int] = DEFAULT_WINDOW
     wanted = set(ROLLING_OPERATORS if rolling_operators is None else rolling_operators)
     if not isinstance(bars.index, pd.MultiIndex) or bars.index.nlevels != 2:
         raise DataError("Alpha158 needs bars indexed by (datetime, instrument)")
-    layout = Layout(bars.index)
+    layout = Layout(bars.index, calendar)
     ops = Operators(layout)
     price = {name: layout.sort(values) for name, values in _valid_bars(bars).items()}
     # column-major, so that each feature is written contiguously and pandas keeps the block
@@ -295,7 +300,8 @@ def _kbar_and_price(price: dict[str, np.ndarray]) -> list[np.ndarray]:
 def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
                     windows: Sequence[int] = DEFAULT_WINDOWS,
                     rolling_operators: Sequence[str] | None = None,
-                    label_horizon: int = LABEL_HORIZON) -> pd.DataFrame:
+                    label_horizon: int = LABEL_HORIZON,
+                    calendar: Callable[[], pd.DatetimeIndex] | None = None) -> pd.DataFrame:
     """Return :func:`compute_alpha158` of ``load_bars()``, cached per process under ``key``
     and on disk across processes (see :mod:`taskroll.data.feature_store`).
 
@@ -305,6 +311,9 @@ def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
         windows: Rolling windows.
         rolling_operators: Rolling operators to include.
         label_horizon: Trading days the label looks ahead.
+        calendar: Returns the market calendar the label counts (``None``: the panel's
+            dates); called only when the features are computed. It must be determined
+            by ``key``, as the bars are.
 
     Returns:
         The feature frame; treat it as read-only.
@@ -315,14 +324,18 @@ def cached_alpha158(key: Hashable | None, load_bars: Callable[[], pd.DataFrame],
     operators = None if rolling_operators is None else tuple(rolling_operators)
     window_key = tuple(int(window) for window in windows)
     horizon = _check_horizon(label_horizon)
+
+    def build() -> pd.DataFrame:
+        return compute_alpha158(load_bars(), window_key, operators, label_horizon=horizon,
+                                calendar=None if calendar is None else calendar())
+
     if key is None:
-        return compute_alpha158(load_bars(), window_key, operators, label_horizon=horizon)
+        return build()
     config = {"features": "alpha158", "windows": window_key, "operators": operators,
               "label_horizon": horizon, "dtype": "float32", "code": _code_digest()}
     frame: pd.DataFrame = FEATURE_CACHE.get_or_build(
         ("alpha158", key, window_key, operators, horizon),
-        lambda: feature_store.get_or_build(key, config, lambda: compute_alpha158(
-            load_bars(), window_key, operators, label_horizon=horizon)))
+        lambda: feature_store.get_or_build(key, config, build))
     return frame
 
 

@@ -36,7 +36,13 @@ from taskroll.data.features import (
     cached_alpha158,
 )
 from taskroll.data.loader import DataLoader, slice_panel
-from taskroll.data.processors import CSZScoreNorm, DropnaLabel, Processor
+from taskroll.data.processors import (
+    CSZScoreNorm,
+    DropnaLabel,
+    Processor,
+    check_fit_end,
+    check_for_infer,
+)
 from taskroll.data.qlib_bin import NO_DATA_HINT, QlibDataLoader
 from taskroll.data.quality import DataQualityReport
 from taskroll.errors import DataError, TaskConfigError
@@ -92,15 +98,20 @@ class DataHandlerLP:
         data_loader: A :class:`~taskroll.data.loader.DataLoader` or its cfg; it must return a
             frame with ``("feature", ...)``/``("label", ...)`` columns (subclasses may load
             other data, e.g. bars).
-        infer_processors: Processors (instances or cfgs) for inference data.
+        infer_processors: Processors (instances or cfgs) for inference data; not one
+            whose ``is_for_infer()`` is false (``DropnaLabel``: the rows served for a day
+            would depend on whether its label, made of later prices, is known yet).
         learn_processors: Processors (instances or cfgs) for learning data.
         fit_start_time: First date of the processors' fit range.
-        fit_end_time: Last date of the processors' fit range.
+        fit_end_time: Last date of the processors' fit range. A processor that learns
+            state (``ZScoreNorm``...) needs an end, here or in its own kwargs: fitted on
+            every row it would normalise each day with statistics of later days.
         process_type: ``"append"`` (learn = learn_processors(infer)) or ``"independent"``.
         init_data: Load and process now (otherwise on the first fetch).
 
     Raises:
-        TaskConfigError: For malformed cfgs or dates.
+        TaskConfigError: For malformed cfgs or dates, or a processor that would look
+            ahead (see ``infer_processors`` and ``fit_end_time``).
     """
 
     DK_R = "raw"
@@ -135,6 +146,8 @@ class DataHandlerLP:
                                  for index, cfg in enumerate(infer_processors)]
         self.learn_processors = [self._build_processor(cfg, f"learn_processors[{index}]")
                                  for index, cfg in enumerate(learn_processors)]
+        for index, processor in enumerate(self.infer_processors):
+            check_for_infer(processor, f"handler.infer_processors[{index}]")
         self._data: dict[str, pd.DataFrame] | None = None
         self._fitted = False
         self._quality: DataQualityReport | None = None
@@ -209,6 +222,8 @@ class DataHandlerLP:
             raise TaskConfigError(f"init_type must be 'fit_seq' or 'load_and_setup', "
                                   f"got {init_type!r}")
         fit = init_type == self.IT_FIT_SEQ or not self._is_fitted()
+        if fit:
+            self._check_fit_range()
         raw = self.load_raw()
         infer = self._run(self.infer_processors, raw, fit)
         learn_input = infer if self.process_type == self.PTYPE_A else raw
@@ -217,6 +232,16 @@ class DataHandlerLP:
         self._fitted = True
         if fit:
             self._quality = self._check_quality(infer)
+
+    def _check_fit_range(self) -> None:
+        """Refuse to fit, on a range without an end, a processor that learns state.
+
+        Raises:
+            TaskConfigError: See :func:`~taskroll.data.processors.check_fit_end`.
+        """
+        for key in ("infer_processors", "learn_processors"):
+            for index, processor in enumerate(getattr(self, key)):
+                check_fit_end(processor, self.fit_end_time, f"handler.{key}[{index}]")
 
     def _check_quality(self, processed: pd.DataFrame) -> DataQualityReport | None:
         """Count constant and all-NaN features of the processed data; warn once per kind."""
@@ -375,7 +400,10 @@ class Alpha158(DataHandlerLP):
         init_data: Load and process now.
         label_horizon: Trading days the label looks ahead: ``LABEL0`` is
             ``Ref($close, -h) / Ref($close, -1) - 1`` on the market calendar (h = 2, Qlib's
-            label, by default; 1 gives the next day's return).
+            label, by default; 1 gives the next day's return). The market calendar is the
+            loader's (:meth:`~taskroll.data.loader.DataLoader.calendar`: a Qlib folder's
+            ``day.txt``), so a day on which every instrument loaded was suspended still
+            counts, and the label is NaN, as Qlib's, never a price from a later day.
 
     Raises:
         TaskConfigError: For malformed cfgs or dates.
@@ -434,8 +462,10 @@ class Alpha158(DataHandlerLP):
                 raise DataError(f"{loader!r}: bars lack column(s) {missing} needed by Alpha158")
             return frame
 
+        # the label counts the loader's market calendar (a Qlib folder's day.txt), not the
+        # dates of the instruments loaded, which lack the days all of them were suspended
         features = cached_alpha158(loader.cache_key, bars, self.windows, self.rolling_operators,
-                                   self._label_horizon)
+                                   self._label_horizon, calendar=loader.calendar)
         frame = loader.select(features, self.instruments, self.start_time, self.end_time)
         if frame.empty:
             dates = features.index.get_level_values(0)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taskroll.errors import DataError
+from taskroll.errors import DataError, TaskConfigError
 
 FieldsGroup = str | Sequence[str] | None
 
@@ -143,6 +143,51 @@ class Processor:
         fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
                            if not key.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+def check_for_infer(processor: Any, where: str) -> None:
+    """Refuse a processor not meant for inference data (Qlib raises too).
+
+    ``DropnaLabel`` on inference data would drop the last days of the test segment only
+    because their labels, made of later prices, are unknown yet: which rows exist for
+    day D would depend on the days after D.
+
+    Args:
+        processor: A processor of ``infer_processors``.
+        where: Its place in the cfg, for the message.
+
+    Raises:
+        TaskConfigError: When ``processor.is_for_infer()`` is false.
+    """
+    if not getattr(processor, "is_for_infer", lambda: True)():
+        raise TaskConfigError(f"{where}: {type(processor).__name__} is not for inference data "
+                              "(which rows it keeps depends on later days); put it in "
+                              "learn_processors")
+
+
+def check_fit_end(processor: Any, fit_end_time: Any, where: str) -> None:
+    """Refuse to fit a processor that learns state on a fit range without an end.
+
+    Fitted on every row of a handler, ``ZScoreNorm`` and friends would normalise day D
+    with statistics of the days after D (the test segment). A processor learns state
+    when it overrides :meth:`Processor.fit`.
+
+    Args:
+        processor: A processor the handler is about to fit.
+        fit_end_time: The handler's fit end (``None``: none).
+        where: Its place in the cfg, for the message.
+
+    Raises:
+        TaskConfigError: When neither ``fit_end_time`` nor the processor's own
+            ``fit_end_time`` is set.
+    """
+    learns = getattr(type(processor), "fit", Processor.fit) is not Processor.fit
+    if learns and fit_end_time is None and getattr(processor, "fit_end_time", None) is None:
+        raise TaskConfigError(
+            f"{where}: {type(processor).__name__} learns from its fit range, which has no "
+            "end: fitted on every row it would use days after those it normalises "
+            "(look-ahead); give the handler's (or the processor's) fit_start_time and "
+            "fit_end_time, e.g. the train segment")
 
 
 class Fillna(Processor):
