@@ -183,7 +183,8 @@ def _routine(config: Mapping[str, Any], arguments: argparse.Namespace) -> None:
     with routine_lock(output):
         manager.cur_time = day
         manager.recover()
-        manager.signals = read_signals(output)  # None: rebuilt from the models below
+        manager.refresh()  # runs of an older version are reused, not trained again
+        manager.signals = read_signals(output, set_aside=True)  # None: rebuilt below
         waiting = [strategy for strategy in manager.strategies
                    if not strategy.tool.online_models()]
         if waiting:
@@ -215,7 +216,7 @@ def _rebuild(config: Mapping[str, Any], arguments: argparse.Namespace) -> None:
         manager.recover()
         until = arguments.until
         if until is None:
-            current = read_signals(output)
+            current = read_signals(output, set_aside=True)
             until = (current.index.get_level_values(0).max() if current is not None
                      and len(current) else None)
         signals = manager.rebuild_signals(_day(manager, until))
@@ -248,14 +249,15 @@ def run_online(arguments: argparse.Namespace) -> int:
     """Run ``online routine|simulate|rebuild|report`` from parsed arguments.
 
     Returns:
-        0 on success, 2 for a bad config or a taskroll error (printed to stderr).
+        0 on success, 2 for a bad config, a taskroll error or a system error such as a
+        full disk (one line on stderr; the signal file is then left as it was).
     """
     try:
         command = _COMMANDS.get(arguments.online_command)
         if command is None:
             raise OnlineConfigError(f"unknown online command {arguments.online_command!r}")
         command(load_config(arguments.config), arguments)
-    except (TaskrollError, ValueError) as error:
+    except (TaskrollError, ValueError, OSError) as error:  # OSError: a full disk, a lost mount
         print(f"taskroll online: error: {error}", file=sys.stderr)
         return 2
     return 0

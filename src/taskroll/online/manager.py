@@ -1,19 +1,13 @@
 """OnlineManager: serve models online and replay history (Qlib's ``OnlineManager``).
 
-Each :meth:`OnlineManager.routine` (run once a trading day, e.g. by cron)
-
-1. marks runs left ``RUNNING`` by a killed process ``FAILED`` (:meth:`recover`),
-2. asks every strategy for the tasks due (:meth:`OnlineStrategy.prepare_tasks`),
-3. trains them with the trainer, except windows already trained, which are reused
-   (:mod:`taskroll.online.models`); a delayed trainer fits the day's new tasks of
-   all strategies together through ``end_train``,
-4. switches the online models (:meth:`OnlineStrategy.prepare_online_models`),
-5. extends each model's predictions to the days it serves and appends the signals
-   of the days not served yet (:mod:`taskroll.online.signals`): per rolling chain
-   the newest model whose test has started, merged over chains by
-   :class:`AverageEnsemble`,
-6. fills in the labels realised since in the newest models' ``label.pkl``
-   (:class:`~taskroll.online.update.LabelUpdater`), so served IC can be computed.
+Each :meth:`OnlineManager.routine` (once a trading day, e.g. by cron) extends the
+calendars with the data's new days, marks runs left ``RUNNING`` by a killed process
+``FAILED`` (:meth:`recover`), asks every strategy for the tasks due, trains them
+(windows already trained are reused: :mod:`taskroll.online.models`; a delayed
+trainer fits the day's new tasks of all strategies together through ``end_train``),
+switches the online models, extends each model's predictions to the days it serves
+and appends the signals of the days not served yet (:mod:`taskroll.online.signals`),
+then fills in the labels realised since in the newest models' ``label.pkl``.
 
 Every step can be run again after a crash at any point: no window is trained
 twice, a reader never sees zero online models, and the signals are a function of
@@ -40,9 +34,9 @@ from taskroll.online.models import (
     trained_windows,
     window_key,
 )
-from taskroll.online.signals import SignalFunction, build_signals, chain_labels, extend_chain
-from taskroll.online.strategy import OnlineStrategy
-from taskroll.online.update import LabelUpdater, dates_of
+from taskroll.online.signals import SignalFunction, build_signals, chain_labels, extend_chain, fill_labels
+from taskroll.online.strategy import OnlineStrategy, refresh_strategies
+from taskroll.online.update import dates_of
 from taskroll.serial import Serializable
 from taskroll.task.calendar import DateLike, TimeAdjuster, to_timestamp
 from taskroll.train.recorder import Recorder
@@ -116,6 +110,10 @@ class OnlineManager(Serializable):
     def _today(self) -> pd.Timestamp:
         """The last calendar day up to today."""
         return self.ta.align_time(pd.Timestamp.now().normalize(), "end")
+
+    def refresh(self) -> None:
+        """Extend the calendars with the data's new days; name older versions' runs."""
+        self.ta = refresh_strategies(self.strategies, self.ta)
 
     def _postpone_action(self) -> bool:
         """Whether ``end_train`` and the signals wait for :meth:`delay_prepare` (Qlib's rule)."""
@@ -222,6 +220,8 @@ class OnlineManager(Serializable):
         """
         day = (pd.Timestamp.now().normalize() if cur_time is None
                else to_timestamp(cur_time, "cur_time"))
+        if self.status == self.STATUS_ONLINE:
+            self.refresh()
         self.cur_time = self.ta.align_time(day, "end")
         if self.status == self.STATUS_ONLINE:
             self.recover()
@@ -234,8 +234,7 @@ class OnlineManager(Serializable):
         if self.status == self.STATUS_ONLINE:
             for strategy_chains in self.served_chains().values():
                 for chain in strategy_chains.values():
-                    extend_chain(chain, self.cur_time, updater=LabelUpdater,
-                                 newest=LABELLED_MODELS)
+                    fill_labels(chain, self.cur_time, LABELLED_MODELS)
         return new
 
     def delay_prepare(self, model_kwargs: Mapping[str, Any] | None = None,
@@ -378,6 +377,7 @@ class OnlineManager(Serializable):
         """
         if frequency != "day":
             raise ValueError(f"only frequency='day' is supported, got {frequency!r}")
+        self.refresh()
         end = self._today() if end_time is None else to_timestamp(end_time, "end_time")
         if end < self.cur_time:
             raise ValueError(f"end_time {end.date()} is before {self.cur_time.date()}")

@@ -50,6 +50,8 @@ MODEL_CLASS_TAG = "taskroll.model_class"
 """Run tag caching the name of the task's model class."""
 TRAINED_TAG = "taskroll.trained"
 """Run tag set to ``"true"`` once the run is known to hold ``params.pkl``."""
+CHAIN_CHECKED_TAG = "taskroll.chain_named"
+"""Run tag set to ``"true"`` once the run's task is known to name its chain."""
 CHAIN_FIELD = "chain"
 """Task field naming the chain (template) a rolling task belongs to."""
 MODEL_FILE = "params.pkl"
@@ -281,3 +283,56 @@ def fail_interrupted_runs(experiment_name: str,
                             experiment_name)
             failed.append(recorder.id)
     return failed
+
+
+def name_unmarked_runs(experiment_name: str, chains_by_legacy_key: Mapping[str, str],
+                       test_key: str = "test") -> list[str]:
+    """Write the chain into the task of each finished run trained before tasks named it.
+
+    Older taskroll versions did not write :data:`CHAIN_FIELD` into rolling tasks; a
+    chain was then the task's id without segments and handler times (:func:`chain_key`
+    of an unnamed task). Without the field such runs match no window of the templates,
+    so after an upgrade every window would be trained again and served by new runs.
+    A run whose old chain identity is in ``chains_by_legacy_key`` gets that chain in
+    its ``task`` artifact and in its cached tags; runs whose task names its chain are
+    tagged :data:`CHAIN_CHECKED_TAG` so that each is read once.
+
+    Args:
+        experiment_name: The strategy's experiment (none yet: nothing to do).
+        chains_by_legacy_key: ``{chain_key of a template without its chain: chain}``.
+        test_key: Name of the test segment.
+
+    Returns:
+        The ids of the runs named.
+    """
+    try:
+        experiment = R.get_exp(experiment_name, create=False)
+    except RecorderError:
+        return []
+    known = set(chains_by_legacy_key.values())
+    named = []
+    for recorder in experiment.list_recorders("list", status=Recorder.STATUS_FINISHED):
+        tags = recorder.snapshot_tags
+        if tags.get(CHAIN_TAG) in known or tags.get(CHAIN_CHECKED_TAG) == "true":
+            continue
+        try:
+            task = recorder.load_object(TASK_FILE)
+        except RecorderError:
+            continue
+        if not isinstance(task, dict):
+            continue
+        if CHAIN_FIELD in task:
+            recorder.set_tags(**{CHAIN_CHECKED_TAG: "true"})
+            continue
+        chain = chains_by_legacy_key.get(chain_key(task))
+        if chain is None:
+            continue
+        task = {**task, CHAIN_FIELD: chain}
+        objects: dict[str, Any] = {TASK_FILE: task}
+        recorder.save_objects(**objects)
+        recorder.set_tags(**{CHAIN_TAG: chain, WINDOW_TAG: window_key(task, test_key),
+                             CHAIN_CHECKED_TAG: "true"})
+        _logger.info("run %s of %r: task named its chain (trained by an older version)",
+                     recorder.id, experiment_name)
+        named.append(recorder.id)
+    return named

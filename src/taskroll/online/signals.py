@@ -26,7 +26,7 @@ import pandas as pd
 
 from taskroll.collect.ensemble import AverageEnsemble
 from taskroll.online.models import OnlineModel
-from taskroll.online.update import PRED_FILE, DSBasedUpdater, PredUpdater, dates_of
+from taskroll.online.update import PRED_FILE, DSBasedUpdater, LabelUpdater, PredUpdater, dates_of
 
 _logger = logging.getLogger(__name__)
 
@@ -72,6 +72,23 @@ def extend_chain(chain: Sequence[OnlineModel], until: pd.Timestamp,
         one.update()
         added += one.added
     return added
+
+
+def fill_labels(chain: Sequence[OnlineModel], until: pd.Timestamp, newest: int) -> int:
+    """Fill in the realised labels of the chain's newest models (``label.pkl``).
+
+    The labels only serve reports: a failure is logged, never raised, so the day's
+    signals are served anyway; the next routine fills them in from the first day missing.
+
+    Returns:
+        The number of rows written.
+    """
+    try:
+        return extend_chain(chain, until, updater=LabelUpdater, newest=newest)
+    except Exception as error:  # labels are retried by the next routine
+        _logger.warning("labels of a chain not filled in up to %s (%s: %s); the next routine "
+                        "retries", until.date(), type(error).__name__, error)
+        return 0
 
 
 def chain_predictions(chain: Sequence[OnlineModel], until: pd.Timestamp,

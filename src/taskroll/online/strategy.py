@@ -18,11 +18,11 @@ import pandas as pd
 
 from taskroll.collect.collector import Collector, RecorderCollector, model_and_test_segment_key
 from taskroll.collect.group import RollingGroup
-from taskroll.online.models import CHAIN_FIELD, chain_key, model_class
+from taskroll.online.models import CHAIN_FIELD, chain_key, model_class, name_unmarked_runs
 from taskroll.online.tool import OnlineToolR
 from taskroll.task.calendar import DateLike, TimeAdjuster, to_timestamp
 from taskroll.task.gen import RollingGen, Task, task_generator
-from taskroll.task.spec import task_id
+from taskroll.task.spec import init_instance_by_config, task_id
 from taskroll.train.recorder import Recorder
 
 _logger = logging.getLogger(__name__)
@@ -39,6 +39,35 @@ def task_segment(task: Mapping[str, Any], key: str) -> tuple[pd.Timestamp | None
     start, end = task["dataset"]["kwargs"]["segments"][key]
     return (None if start is None else to_timestamp(start, f"segments.{key}[0]"),
             None if end is None else to_timestamp(end, f"segments.{key}[1]"))
+
+
+def data_days(template: Mapping[str, Any]) -> pd.DatetimeIndex | None:
+    """Return the days the template's data loader can serve now, or ``None`` when unknown.
+
+    The handler is built without loading data (``init_data=False``); a handler or
+    loader that cannot say (no ``calendar()``, no data source) gives ``None``.
+    """
+    try:
+        handler = init_instance_by_config(template["dataset"]["kwargs"]["handler"],
+                                          where="task.dataset.kwargs.handler",
+                                          init_data=False)
+        calendar = getattr(getattr(handler, "data_loader", None), "calendar", None)
+        return pd.DatetimeIndex(calendar()) if callable(calendar) else None
+    except Exception as error:  # the routine itself reports data errors when it trains
+        _logger.debug("the data calendar of a template cannot be read (%s: %s)",
+                      type(error).__name__, error)
+        return None
+
+
+def extend_calendar(adjuster: TimeAdjuster, days: pd.DatetimeIndex) -> TimeAdjuster | None:
+    """Return a calendar of ``adjuster``'s days and those of ``days`` after its last one.
+
+    Returns:
+        The new :class:`TimeAdjuster`, or ``None`` when ``days`` has none after it.
+    """
+    added = pd.DatetimeIndex(days).normalize()
+    added = added[added > adjuster.cals.max()].unique().sort_values()
+    return TimeAdjuster(calendar=adjuster.cals.append(added)) if len(added) else None
 
 
 class OnlineStrategy:
@@ -100,6 +129,44 @@ class RollingStrategy(OnlineStrategy):
     def calendar(self) -> pd.DatetimeIndex:
         """Return the strategy's trading calendar."""
         return self.ta.cals
+
+    def refresh_calendar(self) -> int:
+        """Append to the calendar the days the templates' data gained after its last day.
+
+        The calendar is loaded once, when the :class:`RollingGen` is built; a manager
+        kept in a long-running process or pickled (``to_pickle``/``load``, as Qlib's
+        daily script) would otherwise never see a day after it, and every later
+        routine would serve nothing. Days before the calendar's end are never changed.
+
+        Returns:
+            The number of days added.
+        """
+        known = [days for days in map(data_days, self.task_template) if days is not None]
+        extended = extend_calendar(self.ta, pd.DatetimeIndex(known[0].append(known[1:]))) if known else None
+        if extended is None:
+            return 0
+        added = len(extended.cals) - len(self.ta.cals)
+        self.rg.ta = self.ta = extended
+        _logger.info("%s: calendar extended by %d days to %s", self.name_id, added,
+                     extended.cals.max().date())
+        return added
+
+    def name_unmarked_runs(self) -> list[str]:
+        """Name the chain in the tasks of runs an older taskroll trained for the templates.
+
+        Such runs are then reused and served like the runs of this version
+        (:func:`~taskroll.online.models.name_unmarked_runs`); templates that differ
+        only in their segments shared one chain then, so their runs are left unnamed.
+
+        Returns:
+            The ids of the runs named.
+        """
+        legacy: dict[str, list[str]] = {}
+        for template in self.marked_templates():
+            unmarked = {key: value for key, value in template.items() if key != CHAIN_FIELD}
+            legacy.setdefault(chain_key(unmarked), []).append(template[CHAIN_FIELD])
+        unique = {key: chains[0] for key, chains in legacy.items() if len(chains) == 1}
+        return name_unmarked_runs(self.name_id, unique, self.rg.test_key)
 
     def marked_templates(self) -> list[Task]:
         """Return copies of the templates, each naming its chain (:data:`CHAIN_FIELD`).
@@ -263,3 +330,27 @@ class RollingStrategy(OnlineStrategy):
                                  rec_key_func=rec_key_func or model_and_test_segment_key,
                                  rec_filter_func=rec_filter_func, artifacts_key=artifacts_key,
                                  **kwargs)
+
+
+def refresh_strategies(strategies: Sequence[OnlineStrategy],
+                       adjuster: TimeAdjuster) -> TimeAdjuster:
+    """Bring rolling strategies up to date, then extend ``adjuster`` with their new days.
+
+    Each :class:`RollingStrategy` names the chains of runs an older taskroll trained
+    (:meth:`RollingStrategy.name_unmarked_runs`) and extends its calendar with the
+    data's new days (:meth:`RollingStrategy.refresh_calendar`).
+
+    Args:
+        strategies: The strategies.
+        adjuster: A manager's calendar.
+
+    Returns:
+        ``adjuster``, or a new one with the days after its end that a strategy's
+        calendar has.
+    """
+    for strategy in strategies:
+        if isinstance(strategy, RollingStrategy):
+            strategy.name_unmarked_runs()
+            strategy.refresh_calendar()
+            adjuster = extend_calendar(adjuster, strategy.calendar()) or adjuster
+    return adjuster
