@@ -1,4 +1,4 @@
-"""Checks of the durations that enter a task pool: leases, waits, poll intervals.
+"""Checks of what enters a task pool: durations (leases, waits, poll intervals), statuses.
 
 Priorities and query operands are checked by the store layer
 (:func:`taskroll.store.values.check_priority`, :func:`taskroll.store.parse_query`),
@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from taskroll.errors import TaskConfigError
+from taskroll.errors import StatusTransitionError, TaskConfigError
+from taskroll.status import Status, to_status
 
 
 def check_seconds(value: Any, what: str, zero: bool = False) -> float:
@@ -24,3 +25,21 @@ def check_seconds(value: Any, what: str, zero: bool = False) -> float:
         limit = ">= 0" if zero else "> 0"
         raise TaskConfigError(f"{what} must be a finite number of seconds {limit}, got {value!r}")
     return float(value)
+
+
+def check_settled_status(value: Any) -> str:
+    """Return the name of a status a caller may set: any status but ``running``.
+
+    A task becomes ``running`` only when a worker fetches it, which gives it an owner and
+    a lease; a task set to ``running`` otherwise has no lease, so no reaper would ever
+    take it back, and ``wait`` and draining workers would wait for it forever.
+
+    Raises:
+        StatusTransitionError: For ``running`` or a name that is no status.
+    """
+    status = to_status(value)
+    if status is Status.RUNNING:
+        raise StatusTransitionError(
+            "a task becomes 'running' only when a worker fetches it (fetch_task gives it an "
+            "owner and a lease); choose waiting, part_done, done or failed")
+    return status.value

@@ -22,6 +22,7 @@ from typing import Any, Self, overload
 
 from taskroll.config import check_lease_seconds, check_max_attempts, get_settings
 from taskroll.errors import TaskConfigError
+from taskroll.manage_checks import check_settled_status
 from taskroll.manage_failure import (
     STORE_ERROR,
     TASK_RAISED,
@@ -30,11 +31,11 @@ from taskroll.manage_failure import (
     failure_fields,
 )
 from taskroll.manage_queries import PoolQueries, list_configured_pools
-from taskroll.status import Status, to_status
+from taskroll.status import Status
 from taskroll.store import NOW, TaskStore, open_store
 from taskroll.store.base import Record, check_claim_count
 from taskroll.store.codec import decode, encode
-from taskroll.store.values import check_priority
+from taskroll.store.values import check_claim, check_priority
 from taskroll.task.spec import normalise, task_id
 
 __all__ = ["TaskManager", "list_configured_pools"]
@@ -77,10 +78,12 @@ class TaskManager(PoolQueries):
          "message": "ValueError: index 3 is broken", "traceback": str | None,
          "attempt": int | None, "history": [{"kind", "message", "traceback", "attempt"}, ...]}
 
-    ``attempts`` counts fetches, less those given back after a ``store error``; ``task
-    raised`` and ``worker lost`` count against ``max_attempts``, an ``undecodable`` task is
-    ``failed`` at once, and ``kind`` is ``None`` after :meth:`retry_failed`. The kinds and
-    the stored form are described in :mod:`taskroll.manage_failure`.
+    ``attempts`` counts fetches, less those given back after a ``store error`` and those
+    given back unstarted (``return_task(..., started=False)``: the queued tasks of an
+    interrupted batch); ``task raised`` and ``worker lost`` count against
+    ``max_attempts``, an ``undecodable`` task is ``failed`` at once, and ``kind`` is
+    ``None`` after :meth:`retry_failed`. The kinds and the stored form are described in
+    :mod:`taskroll.manage_failure`.
 
     Queries, counts, resets, :meth:`reap`, :meth:`retry_failed` and :meth:`wait` are
     inherited from :class:`~taskroll.manage_queries.PoolQueries`.
@@ -132,7 +135,7 @@ class TaskManager(PoolQueries):
             raise TaskConfigError(f"a task definition must be a dict, got {type(task_def).__name__}")
         encoding, payload = encode(task_def, self.allow_pickle)
         return {"_id": task_id(task_def), "def": payload, "def_encoding": encoding,
-                "filter": normalise(task_def), "status": to_status(status).value,
+                "filter": normalise(task_def), "status": check_settled_status(status),
                 "priority": check_priority(priority)}
 
     # -- creation ------------------------------------------------------------------------
@@ -182,14 +185,19 @@ class TaskManager(PoolQueries):
         return [] if dry_run else [str(record["_id"]) for record in records]
 
     def replace_task(self, task: Mapping[str, Any] | str, new_task: Mapping[str, Any]) -> bool:
-        """Replace a task's definition (and status/priority/res if given), keeping its id."""
+        """Replace a task's definition (and status/priority/res if given), keeping its id.
+
+        Raises:
+            StatusTransitionError: For a ``status`` of ``running`` (only a fetch makes a
+                task running, with a lease) or an unknown one; nothing is changed then.
+        """
         fields: dict[str, Any] = {}
         if "def" in new_task:
             encoded = self._encode_new(new_task["def"])
             fields.update({"def": encoded["def"], "def_encoding": encoded["def_encoding"],
                            "filter": encoded["filter"]})
         if "status" in new_task:
-            fields["status"] = to_status(new_task["status"]).value
+            fields["status"] = check_settled_status(new_task["status"])
         if "priority" in new_task:
             fields["priority"] = check_priority(new_task["priority"])
         if "res" in new_task:
@@ -231,12 +239,14 @@ class TaskManager(PoolQueries):
 
         Raises:
             QueryError: For a malformed query.
+            StatusTransitionError: For ``running`` (a running task belongs to its worker
+                until its lease ends) or an unknown status.
             TaskConfigError: When ``n`` is not a whole number >= 1.
             StoreError: When the store fails.
         """
         conditions = [condition for condition in self._conditions(query)
                       if condition.field != "status"]
-        status = to_status(status).value
+        status = check_claim(status, self.worker, self.lease_seconds)[0]
         count = None if n is None else check_claim_count(n)
         self._reap_now_and_then()
         while True:
@@ -316,15 +326,36 @@ class TaskManager(PoolQueries):
 
         Returns:
             Whether the task was updated.
+
+        Raises:
+            StatusTransitionError: For ``running`` or an unknown status.
         """
         encoding, payload = encode(res, self.allow_pickle)
         return self._release(task, {"res": payload, "res_encoding": encoding,
-                                    "status": to_status(status).value, "finished": NOW,
+                                    "status": check_settled_status(status), "finished": NOW,
                                     "error": None})
 
-    def return_task(self, task: Mapping[str, Any] | str, status: str = Status.WAITING.value) -> bool:
-        """Put a task back into ``status`` (``waiting`` by default) and drop its lease."""
-        return self._release(task, {"status": to_status(status).value, "worker": None})
+    def return_task(self, task: Mapping[str, Any] | str, status: str = Status.WAITING.value,
+                    *, started: bool = True) -> bool:
+        """Put a task back into ``status`` (``waiting`` by default) and drop its lease.
+
+        Args:
+            task: The task as fetched, or its id.
+            status: Where the task goes (any status but ``running``).
+            started: ``False`` for a task fetched but never started (a queued task of a
+                batch): its fetch is then not counted as an attempt (``attempts`` goes back
+                down by one; needs the task as fetched).
+
+        Returns:
+            Whether the task was updated (``False`` when this manager lost its lease).
+
+        Raises:
+            StatusTransitionError: For ``running`` or an unknown status.
+        """
+        fields: dict[str, Any] = {"status": check_settled_status(status), "worker": None}
+        if not started and isinstance(task, Mapping):
+            fields["attempts"] = max(int(task.get("attempts") or 0) - 1, 0)
+        return self._release(task, fields)
 
     def fail_task(self, task: Mapping[str, Any], error: str | BaseException,
                   status: str = Status.WAITING.value, kind: str = TASK_RAISED) -> str:
@@ -346,6 +377,6 @@ class TaskManager(PoolQueries):
         if kind not in (TASK_RAISED, STORE_ERROR):
             raise TaskConfigError(f"fail_task records 'task raised' or 'store error', not {kind!r}")
         fields = failure_fields(error, kind, int(task.get("attempts") or 0), self.max_attempts,
-                                to_status(status).value, previous=task.get("error"))
+                                check_settled_status(status), previous=task.get("error"))
         self._release(task, fields)
         return str(fields["status"])

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from taskroll.config import get_settings
 from taskroll.errors import TaskConfigError
-from taskroll.manage_checks import check_seconds
+from taskroll.manage_checks import check_seconds, check_settled_status
 from taskroll.manage_failure import parse_error, retry_fields
 from taskroll.status import Status, to_status
 from taskroll.store import Condition, TaskStore, open_store, parse_query
@@ -192,9 +192,15 @@ class PoolQueries:
         return self.store.count_by_status(self.task_pool, self._conditions(query))
 
     def reset_status(self, query: Mapping[str, Any] | None, status: str) -> int:
-        """Set the status of every matching task, dropping leases; return the count."""
+        """Set the status of every matching task, dropping leases; return the count.
+
+        Raises:
+            StatusTransitionError: For ``running`` (only a fetch makes a task running, with
+                a lease) or an unknown status; nothing is changed then.
+            QueryError: For a malformed query.
+        """
         return self.store.update_many(self.task_pool, self._conditions(query),
-                                      {"status": to_status(status).value, "worker": None,
+                                      {"status": check_settled_status(status), "worker": None,
                                        "lease_until": None})
 
     def reset_waiting(self, query: Mapping[str, Any] | None = None) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
 from taskroll.errors import StoreError, TaskConfigError
-from taskroll.manage_checks import check_seconds
+from taskroll.manage_checks import check_seconds, check_settled_status
 from taskroll.manage_failure import STORE_ERROR, TASK_RAISED, Backoff, describe
 from taskroll.manage_pool import TaskManager
 from taskroll.status import to_status
@@ -127,21 +127,43 @@ def _run_batch(task_func: Callable[..., Any], manager: TaskManager,
         BaseException: Whatever stopped the loop; the unfinished tasks are given back.
     """
     unfinished = list(tasks)
+    started = False  # whether unfinished[0] has started
     with _Heartbeat(manager, tasks) as heartbeat:
         try:
             while unfinished:
                 task = unfinished[0]
+                if task is not tasks[0] and not _still_ours(manager, task, backoff):
+                    heartbeat.finished(unfinished.pop(0))
+                    continue
+                started = True
                 store_error = _run_one(task_func, manager, task, before, after, force_release,
                                        backoff, kwargs)
                 heartbeat.finished(unfinished.pop(0))
+                started = False
                 if store_error is not None:  # the store is down: stop rather than spin on it
                     raise store_error
         except (Exception, KeyboardInterrupt):
-            for task in unfinished:  # best effort: a task not given back returns at lease end
+            for index, task in enumerate(unfinished):
+                # best effort: a task not given back returns at lease end; one never
+                # started goes back without its fetch counted as an attempt
                 logger.info("Returning task %s before raising error", task["_id"])
                 with contextlib.suppress(Exception):
-                    manager.return_task(task, status=before)
+                    manager.return_task(task, status=before, started=started and index == 0)
             raise
+
+
+def _still_ours(manager: TaskManager, task: Mapping[str, Any], backoff: Backoff) -> bool:
+    """Renew the lease of a queued task of a batch just before it starts; ``False`` if lost.
+
+    While the worker ran the tasks before it, the lease may have run out (the process
+    was paused past it) and another worker taken the task, or someone reset or removed
+    it: it must not run a second time.
+    """
+    if backoff.call(lambda: manager.heartbeat(task), f"renewing the lease of task {task['_id']}"):
+        return True
+    logger.warning("%s: lease on queued task %s was lost before it started; skipped", manager,
+                   task["_id"])
+    return False
 
 
 def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
@@ -186,9 +208,13 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
         claim_batch: Tasks claimed at once (:meth:`TaskManager.fetch_task` with ``n``), run one
             after another, each committed as it finishes; the leases of those not yet run
             are renewed meanwhile, and if the worker dies they expire and the tasks come
-            back. Choose 8-32 for short tasks (milliseconds), where claiming is a large
-            share of the work; keep 1 (the default) for long tasks such as training, so
-            that a claimed task never waits behind another while a worker is idle.
+            back. Each queued task's lease is renewed just before it starts; one whose
+            lease was lost meanwhile (the worker was paused past it, someone reset the
+            task) is skipped, not run a second time. Queued tasks given back after an
+            interrupt or a store error keep their attempt uncounted. Choose 8-32 for
+            short tasks (milliseconds), where claiming is a large share of the work;
+            keep 1 (the default) for long tasks such as training, so that a claimed task
+            never waits behind another while a worker is idle.
         **kwargs: Passed to ``task_func`` as they are (e.g. a ``batch=`` keyword reaches
             the task function); only the keyword-only names above belong to the loop.
 
@@ -199,12 +225,13 @@ def run_task(task_func: Callable[..., Any], task_pool: str | TaskManager,
         TaskConfigError: When ``before_status`` is neither ``waiting`` nor ``part_done``,
             ``poll_interval`` is not a finite number > 0, or ``claim_batch`` not a whole
             number >= 1.
+        StatusTransitionError: When ``after_status`` is ``running`` or no status.
         StoreError: When the store stays down through every retry.
     """
     before = to_status(before_status).value
     if before not in (TaskManager.STATUS_WAITING, TaskManager.STATUS_PART_DONE):
         raise TaskConfigError("The fetched task must be `waiting` or `part_done`!")
-    after = to_status(after_status).value
+    after = check_settled_status(after_status)
     if poll_interval is not None:
         poll_interval = check_seconds(poll_interval, "poll_interval")
     claim_batch = check_claim_count(claim_batch)

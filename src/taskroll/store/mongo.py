@@ -104,7 +104,10 @@ class MongoStore(MongoClaims):
         check_pool(pool)
         if pool.startswith(_INTERNAL_PREFIXES) or "$" in pool or "\0" in pool:
             raise StoreError(f"invalid pool name {pool!r} for MongoDB (no '$', not '_taskroll*')")
-        return self._database()[pool]
+        try:
+            return self._database()[pool]
+        except self._pymongo.errors.InvalidName as error:  # e.g. "a..b", ".a", "a."
+            raise StoreError(f"invalid pool name {pool!r} for MongoDB: {error}") from error
 
     def _ensure_pool(self, pool: str) -> Any:
         collection = self._collection(pool)

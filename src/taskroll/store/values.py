@@ -160,11 +160,12 @@ def check_pool(pool: Any) -> str:
     """Return ``pool`` if it can name a pool in every store.
 
     Raises:
-        StoreError: Unless ``pool`` is a non-empty ``str`` without NUL characters.
+        StoreError: Unless ``pool`` is a non-empty ``str`` without NUL characters and
+            valid Unicode (no lone surrogate, which no store can encode).
     """
-    if not isinstance(pool, str) or not pool or "\0" in pool:
+    if not isinstance(pool, str) or not pool or "\0" in pool or _has_surrogate(pool):
         raise StoreError(f"invalid pool name {pool!r}: use a non-empty name without NUL "
-                         "characters")
+                         "characters or lone surrogates")
     return pool
 
 
@@ -185,10 +186,17 @@ def check_claim(status: Any, worker: Any, lease_seconds: Any) -> tuple[str, str,
     """Check the arguments of a fetch: status to claim from, worker name, lease length.
 
     Raises:
-        StatusTransitionError: For an unknown status.
+        StatusTransitionError: For an unknown status, or ``running``: a running task
+            belongs to the worker holding its lease until the lease ends (reaping takes it
+            back), and a claim from ``running`` would also make ``running`` the status an
+            expired lease returns it to, with no lease, where no reaper takes it back.
         TaskConfigError: For a worker name that is not text or a bad lease length.
     """
-    return check_status(status), check_text(worker, "worker"), check_lease(seconds=lease_seconds)
+    if check_status(status) == Status.RUNNING.value:
+        raise StatusTransitionError(
+            "cannot claim tasks that are running: each belongs to the worker holding its lease "
+            "(an expired lease is reaped back to the status it was claimed from)")
+    return str(status), check_text(worker, "worker"), check_lease(seconds=lease_seconds)
 
 
 def check_max_attempts(value: Any) -> int:
