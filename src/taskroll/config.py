@@ -190,6 +190,21 @@ def get_settings() -> Settings:
     return _SettingsHolder.current
 
 
+def set_tracking_uri(uri: str | None) -> str | None:
+    """Make ``uri`` this process's tracking store (what ``R.set_uri`` does, as Qlib's
+    ``C.exp_manager`` URI); nothing is exported to the environment.
+
+    Args:
+        uri: The MLflow tracking URI; ``None``: ``mlruns.db`` in the working directory.
+
+    Returns:
+        The setting it replaced (``None`` when none was set).
+    """
+    current = _SettingsHolder.current
+    _SettingsHolder.current = replace(current, tracking_uri=uri)
+    return current.tracking_uri
+
+
 def init(
     task_url: str | None = None,
     task_db_name: str | None = None,

@@ -19,6 +19,7 @@ The tree::
     ├── StatusTransitionError    a status change the state table forbids
     ├── MissingDependencyError   an optional extra is not installed
     ├── RecorderError            experiment tracking (MLflow) failed
+    │   └── RecorderLookupError    no such experiment, run or artifact (a ValueError too)
     └── DataError                reference data is malformed or missing
 
 Warnings (a run goes on, but a person should look)::
@@ -80,6 +81,14 @@ class MissingDependencyError(TaskrollError, ImportError):
 
 class RecorderError(TaskrollError):
     """Experiment tracking failed (MLflow store, artifacts)."""
+
+
+class RecorderLookupError(RecorderError, ValueError):
+    """An experiment, recorder or artifact that does not exist, or an id the store refuses.
+
+    A :class:`ValueError` too, as Qlib's ``R`` raises for these, so ``except ValueError``
+    written for Qlib keeps working.
+    """
 
 
 class DataError(TaskrollError, ValueError):

@@ -78,8 +78,9 @@ def test_missing_things_raise_recorder_error(tracking_uri: str) -> None:
         recorder.load_object("pred.pkl")
     with pytest.raises(RecorderError):
         R.get_recorder()  # no active run
-    with pytest.raises(RecorderError):
-        R.log_metrics(ic=1.0)
+    R.log_metrics(ic=1.0)  # as Qlib: with no active run it starts one in the default experiment
+    assert R.get_recorder().name == "mlflow_recorder"
+    R.end_exp()
     with pytest.raises(RecorderError):
         recorder.end_run("DONE")
     other = R.get_exp("other")

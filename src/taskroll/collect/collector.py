@@ -177,7 +177,10 @@ class RecorderCollector(Collector):
             collects the recorder itself.
         artifacts_key: Which keys of ``artifacts_path`` to collect (default: all).
         list_kwargs: Extra arguments for :meth:`Experiment.list_recorders`.
-        status: Recorder statuses to collect.
+        status: Recorder statuses to collect; ``None``: every status (as Qlib).
+
+    An experiment named by a string is created (empty) when it does not exist yet, as
+    Qlib's ``RecorderCollector`` does, so collecting it gives ``{}``.
     """
 
     ART_KEY_RAW = "__raw"
@@ -189,7 +192,7 @@ class RecorderCollector(Collector):
                  artifacts_path: Mapping[str, str] | None = None,
                  artifacts_key: str | Sequence[str] | None = None,
                  list_kwargs: Mapping[str, Any] | None = None,
-                 status: Iterable[str] = frozenset({Recorder.STATUS_FINISHED})):
+                 status: Iterable[str] | None = frozenset({Recorder.STATUS_FINISHED})):
         super().__init__(process_list=process_list)
         self.experiment = experiment
         self.artifacts_path = dict(artifacts_path) if artifacts_path is not None else {
@@ -199,11 +202,11 @@ class RecorderCollector(Collector):
         self.artifacts_key = artifacts_key if artifacts_key is not None else list(
             self.artifacts_path)
         self.list_kwargs = dict(list_kwargs or {})
-        self.status = frozenset(status)
+        self.status = None if status is None else frozenset(status)
 
     def _experiment(self) -> Experiment | Iterable[Recorder]:
         if isinstance(self.experiment, str):
-            return R.get_exp(self.experiment, create=False)
+            return R.get_exp(self.experiment)
         if isinstance(self.experiment, Experiment):
             return self.experiment
         return self.experiment()
@@ -211,12 +214,13 @@ class RecorderCollector(Collector):
     def _recorders(self) -> list[Recorder]:
         source = self._experiment()
         if isinstance(source, Experiment):
-            kwargs = {"status": self.status, **self.list_kwargs}
+            kwargs: dict[str, Any] = {"status": self.status, **self.list_kwargs}
             # Listed newest first; reversed so that the newest wins a duplicated key.
             return source.list_recorders("list", **kwargs)[::-1]
         # recorder references (e.g. task pool results) are resolved, for our stores only
         recorders = [as_recorder(item) for item in source]
-        return [recorder for recorder in recorders if recorder.status in self.status]
+        return [recorder for recorder in recorders
+                if self.status is None or recorder.status in self.status]
 
     def collect(self, artifacts_key: str | Sequence[str] | None = None,
                 rec_filter_func: Callable[[Recorder], bool] | None = None,

@@ -33,11 +33,9 @@ import copy
 import datetime as dt
 import difflib
 import hashlib
-import importlib
 import inspect
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping
 from types import ModuleType
@@ -46,87 +44,29 @@ from typing import Any
 from taskroll.errors import TaskConfigError
 from taskroll.task import qlib_names
 
+# The allowlist lives in taskroll.task.modules; its names stay importable from here.
+from taskroll.task.modules import (
+    ALLOWED_MODULES_ENVIRONMENT,
+    _AllowedModules,  # noqa: F401 (patched as spec._AllowedModules)
+    allowed_modules,
+    import_config_module,
+    is_module_allowed,
+    is_module_path,
+    not_allowed_error,
+    set_allowed_modules,
+)
+
+__all__ = ["ALLOWED_MODULES_ENVIRONMENT", "MAX_DEPTH", "RESERVED_KEY", "allowed_modules",
+           "canonical_json", "check_depth", "fill_placeholder", "get_callable_by_config",
+           "init_instance_by_config", "is_module_allowed", "normalise", "set_allowed_modules",
+           "task_id"]
+
 #: Deepest nesting of dicts, lists and tuples accepted in a task definition or cfg.
 MAX_DEPTH = 100
-#: Environment variable holding the comma-separated allowlist of module prefixes.
-ALLOWED_MODULES_ENVIRONMENT = "TASKROLL_ALLOWED_MODULES"
 #: Key reserved for tagged values (shared with :mod:`taskroll.store.codec`).
 RESERVED_KEY = "__taskroll__"
 #: A placeholder string: ``<NAME>`` or a path into the task, ``<dataset.kwargs.segments.train.0>``.
 _PLACEHOLDER = re.compile(r"<(?P<path>[^<>]+)>")
-
-
-class _AllowedModules:
-    """The allowlist set by :func:`set_allowed_modules` (``None``: use the environment)."""
-
-    prefixes: tuple[str, ...] | None = None
-
-
-def set_allowed_modules(prefixes: Iterable[str] | str | None) -> None:
-    """Restrict the modules that task definitions may import, for this process.
-
-    Args:
-        prefixes: Module prefixes (``["taskroll.", "mylab.models"]`` or the string
-            ``"taskroll.,mylab.models"``); ``None`` goes back to the environment
-            variable ``TASKROLL_ALLOWED_MODULES`` (unset there: everything allowed).
-    """
-    if prefixes is None:
-        _AllowedModules.prefixes = None
-        return
-    items = prefixes.split(",") if isinstance(prefixes, str) else list(prefixes)
-    _AllowedModules.prefixes = tuple(item.strip() for item in items if item.strip())
-
-
-def allowed_modules() -> tuple[str, ...] | None:
-    """Return the module prefixes in force, or ``None`` when every module is allowed."""
-    if _AllowedModules.prefixes is not None:
-        return _AllowedModules.prefixes
-    raw = os.environ.get(ALLOWED_MODULES_ENVIRONMENT, "").strip()
-    if not raw:
-        return None
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-def is_module_allowed(module_name: str) -> bool:
-    """Return whether ``module_name`` matches the allowlist (always true when none is set)."""
-    prefixes = allowed_modules()
-    if prefixes is None:
-        return True
-    for prefix in prefixes:
-        package = prefix.rstrip(".")
-        if module_name == package or module_name.startswith(package + "."):
-            return True
-    return False
-
-
-def _is_module_path(module_path: str) -> bool:
-    return bool(module_path) and all(part.isidentifier() for part in module_path.split("."))
-
-
-def _not_allowed(module_path: str, where: str, stand_in: str = "") -> TaskConfigError:
-    source = ("set_allowed_modules()" if _AllowedModules.prefixes is not None
-              else ALLOWED_MODULES_ENVIRONMENT)
-    served = f" (nor {stand_in!r}, which serves it while Qlib is not installed)" if stand_in else ""
-    return TaskConfigError(
-        f"{where}: module {module_path!r}{served} is not allowed by {source} "
-        f"(allowed prefixes: {', '.join(allowed_modules() or ())}); add its prefix there "
-        "if you trust it")
-
-
-def _import_module(module_path: Any, where: str, named_by_config: bool = True) -> ModuleType:
-    if isinstance(module_path, ModuleType):
-        return module_path
-    if not isinstance(module_path, str) or not _is_module_path(module_path):
-        raise TaskConfigError(f"{where}: {module_path!r} is not a module path "
-                              "(dotted Python identifiers, e.g. 'taskroll.models.linear')")
-    # the allowlist restricts what a task names; a default module is chosen by the program
-    if named_by_config and not is_module_allowed(module_path):
-        raise _not_allowed(module_path, where)
-    try:
-        return importlib.import_module(module_path)
-    except Exception as error:  # ImportError, or any error raised by the module's own code
-        raise TaskConfigError(f"{where}: cannot import module {module_path!r}: "
-                              f"{type(error).__name__}: {error}") from error
 
 
 def check_depth(value: Any, where: str = "task", limit: int = MAX_DEPTH) -> None:
@@ -157,7 +97,7 @@ def _qlib_stand_in(module_path: Any, name: str, where: str,
                    named_by_config: bool) -> tuple[Any, dict[str, Any]] | None:
     """``(taskroll class, Qlib's defaults)`` serving Qlib's ``module_path.name``, or ``None``
     when the name is not Qlib's or Qlib is importable (see :mod:`taskroll.task.qlib_names`)."""
-    if not isinstance(module_path, str) or not _is_module_path(module_path):
+    if not isinstance(module_path, str) or not is_module_path(module_path):
         return None
     entry = qlib_names.stand_in(module_path, name, where)
     if entry is None:
@@ -165,7 +105,7 @@ def _qlib_stand_in(module_path: Any, name: str, where: str,
     # allowed when the allowlist admits the Qlib name written or the taskroll module run
     if named_by_config and not (is_module_allowed(module_path)
                                 or is_module_allowed(entry.module)):
-        raise _not_allowed(module_path, where, entry.module)
+        raise not_allowed_error(module_path, where, entry.module)
     return qlib_names.load(module_path, name, entry, where), dict(entry.defaults)
 
 
@@ -209,7 +149,7 @@ def get_callable_by_config(config: Any, default_module: str | ModuleType | None 
         served = _qlib_stand_in(module_path, name, where, named_by_config)
         if served is not None:
             return served[0], {**served[1], **kwargs}
-        module = _import_module(module_path, where, named_by_config)
+        module = import_config_module(module_path, where, named_by_config)
         try:
             return getattr(module, name), dict(kwargs)
         except AttributeError as error:
@@ -222,9 +162,9 @@ def get_callable_by_config(config: Any, default_module: str | ModuleType | None 
             served = _qlib_stand_in(module_name, name, where, True)
             if served is not None:
                 return served
-            module = _import_module(module_name, where)
+            module = import_config_module(module_name, where)
         elif default_module is not None:
-            module, name = _import_module(default_module, where, False), config
+            module, name = import_config_module(default_module, where, False), config
         else:
             raise TaskConfigError(f"{where}: cannot locate {config!r}; give 'module.Name'")
         try:

@@ -11,7 +11,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from taskroll.config import get_settings
-from taskroll.errors import RecorderError
+from taskroll.errors import RecorderError, RecorderLookupError
 from taskroll.store.urls import mask_url
 from taskroll.train.mlflow_experiment import Experiment
 from taskroll.train.tracking import (
@@ -65,11 +65,27 @@ class ExperimentManager:
         self._tracking_uri = tracking_uri
         self.default_experiment_name = default_experiment_name
         self._artifact_root = artifact_root
+        #: The URI of the run in progress when it named one (Qlib's ``_active_exp_uri``).
+        self.active_uri: str | None = None
+
+    @property
+    def default_uri(self) -> str:
+        """The store used when no run names one; setting ``None`` restores the configured one."""
+        return self._tracking_uri or get_settings().resolved_tracking_uri()
+
+    @default_uri.setter
+    def default_uri(self, value: str | None) -> None:
+        self._tracking_uri = value
+
+    @property
+    def default_uri_override(self) -> str | None:
+        """The URI set with :attr:`default_uri` (or given), ``None`` when the configured one."""
+        return self._tracking_uri
 
     @property
     def uri(self) -> str:
-        """The tracking URI in force."""
-        return self._tracking_uri or get_settings().resolved_tracking_uri()
+        """The tracking URI in force: the active run's, else :attr:`default_uri`."""
+        return self.active_uri or self.default_uri
 
     @property
     def client(self) -> MlflowClient:
@@ -128,6 +144,8 @@ class ExperimentManager:
             The experiment.
 
         Raises:
+            RecorderLookupError: When it does not exist and ``create`` is false (a
+                ``ValueError``, as in Qlib).
             RecorderError: When it does not exist and cannot be created, e.g. its
                 name belongs to a deleted experiment (restore it in the MLflow UI
                 or remove it for good with ``mlflow gc``).
@@ -137,7 +155,7 @@ class ExperimentManager:
             return self._wrap(found)
         if not create or experiment_id is not None:
             wanted = experiment_id or experiment_name or self.default_experiment_name
-            raise RecorderError(f"no experiment {wanted!r} in {mask_url(self.uri)}")
+            raise RecorderLookupError(f"no experiment {wanted!r} in {mask_url(self.uri)}")
         try:
             return self.create_exp(experiment_name)
         except RecorderError as error:
@@ -169,8 +187,11 @@ class ExperimentManager:
         """Delete an experiment and its runs (MLflow soft delete).
 
         Raises:
-            RecorderError: When it does not exist.
+            RecorderLookupError: When neither a name nor an id is given (Qlib refuses too,
+                rather than deleting the default experiment), or it does not exist.
         """
+        if experiment_name is None and experiment_id is None:
+            raise RecorderLookupError("give the name or id of the experiment to delete")
         experiment = self.get_exp(experiment_name, create=False, experiment_id=experiment_id)
         client = self.client
         call_mlflow(lambda: client.delete_experiment(experiment.id),

@@ -39,6 +39,7 @@ from taskroll.errors import RecorderError
 from taskroll.store.references import RecorderReference, strip_credentials
 from taskroll.store.urls import mask_url
 from taskroll.train.process import process_tags
+from taskroll.train.recorder_qlib import QlibRecorderMethods, format_run_time
 from taskroll.train.tracking import (
     _check_status,
     _chunks,
@@ -53,7 +54,11 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 
-class Recorder:
+#: Name of a run started without one, as Qlib's ``MLflowExperiment`` names it.
+DEFAULT_RECORDER_NAME = "mlflow_recorder"
+
+
+class Recorder(QlibRecorderMethods):
     """One MLflow run: params, metrics, tags and pickled artifacts (Qlib's ``MLflowRecorder``).
 
     A recorder is a light handle (tracking URI + run id); it pickles cheaply and
@@ -129,15 +134,16 @@ class Recorder:
 
     @property
     def info(self) -> dict[str, Any]:
-        """Run description: ``class``, ``id``, ``name``, ``experiment_id``, times and status."""
+        """Run description: ``class``, ``id``, ``name``, ``experiment_id``, times (Qlib's
+        ``"%Y-%m-%d %H:%M:%S"`` strings), ``status`` and ``artifact_uri``."""
         run = self._fetch()
         return {
             "class": type(self).__name__,
             "id": self._id,
             "name": self._name,
             "experiment_id": self._experiment_id,
-            "start_time": run.info.start_time,
-            "end_time": run.info.end_time,
+            "start_time": format_run_time(run.info.start_time),
+            "end_time": format_run_time(run.info.end_time),
             "status": run.info.status,
             "artifact_uri": self._artifact_uri,
         }
@@ -315,8 +321,10 @@ class Recorder:
             call_mlflow(lambda: client.log_artifacts(run_id, staging, artifact_path),
                         f"upload objects {sorted(objects)} to {run_id}")
 
-    def load_object(self, name: str) -> Any:
+    def load_object(self, name: str, unpickler: type[pickle.Unpickler] = pickle.Unpickler) -> Any:
         """Unpickle the artifact ``name`` (e.g. ``"pred.pkl"``, ``"sig_analysis/ic.pkl"``).
+
+        ``unpickler`` is the :class:`pickle.Unpickler` class to use (Qlib's argument).
 
         Only load artifacts from stores you trust: this runs :func:`pickle.load`. A recorder
         resolved from a pool reference to a store other than the configured one needs
@@ -334,17 +342,17 @@ class Recorder:
                 "resolve it with allow_pickle=True only if you trust every writer of that store")
         local = local_directory(self._artifact_uri)
         if local is not None:
-            return self._unpickle(local / name, name)
+            return self._unpickle(local / name, name, unpickler)
         client, run_id = self.client, self._id
         with tempfile.TemporaryDirectory(prefix="taskroll-download-") as staging:
             path = call_mlflow(lambda: client.download_artifacts(run_id, name, staging),
                                f"download artifact {name!r} of {run_id}")
-            return self._unpickle(Path(path), name)
+            return self._unpickle(Path(path), name, unpickler)
 
-    def _unpickle(self, path: Path, name: str) -> Any:
+    def _unpickle(self, path: Path, name: str, unpickler: type[pickle.Unpickler]) -> Any:
         try:
             with path.open("rb") as handle:
-                return pickle.load(handle)
+                return unpickler(handle).load()
         except FileNotFoundError as error:
             raise RecorderError(f"run {self._id} has no artifact {name!r}") from error
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as error:

@@ -31,11 +31,12 @@ from typing import Any
 from taskroll.config import Settings, _SettingsHolder, get_settings
 from taskroll.store.references import RecorderReference
 from taskroll.task.spec import fill_placeholder, init_instance_by_config
-from taskroll.train.experiment import R
+from taskroll.train.experiment import DEFAULT_EXPERIMENT_NAME, R
 from taskroll.train.recorder import Recorder, as_recorder
 
 logger = logging.getLogger(__name__)
-DEFAULT_EXPERIMENT = "workflow"
+#: Experiment of trainers given no name: ``R``'s default experiment, as in Qlib.
+DEFAULT_EXPERIMENT = DEFAULT_EXPERIMENT_NAME
 RECORD_MODULE = "taskroll.train.record"
 QUALITY_ARTIFACT = "data_quality.json"
 """Artifact holding the dataset handler's data quality report (JSON)."""

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-from taskroll.errors import RecorderError
+from taskroll.errors import RecorderError, RecorderLookupError
 from taskroll.store.urls import mask_url
 from taskroll.train.tracking_database import driver_uri, schema_lock, tracking_uri_key
 from taskroll.train.tracking_template import seed_sqlite_database
@@ -60,6 +60,8 @@ _MAX_DELAY_SECONDS = 2.0
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 #: Environment variable listing extra tracking URIs that pool references may name.
 ALLOWED_TRACKING_URIS_ENVIRONMENT = "TASKROLL_ALLOWED_TRACKING_URIS"
+#: MLflow error codes for a name, id or value the store does not know or refuses.
+_LOOKUP_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -103,8 +105,9 @@ def call_mlflow(operation: Callable[[], ResultType], what: str) -> ResultType:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, _MAX_DELAY_SECONDS)
                 continue
-            recorder_error = RecorderError(f"MLflow failed to {what}: {error}")
             code = getattr(error, "error_code", None)
+            kind = RecorderLookupError if code in _LOOKUP_CODES else RecorderError
+            recorder_error = kind(f"MLflow failed to {what}: {error}")
             recorder_error.error_code = code if isinstance(code, str) else None  # type: ignore[attr-defined]
             raise recorder_error from error
     raise AssertionError("unreachable")  # pragma: no cover
