@@ -19,6 +19,7 @@ from taskroll.errors import (
     PickleNotAllowedError,
     QueryError,
     RecorderError,
+    RecorderLookupError,
     SerializationError,
     StatusTransitionError,
     StoreConnectionError,
@@ -60,7 +61,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "CalendarError", "DataError", "DataQualityWarning", "LookAheadWarning",
     "MissingDependencyError", "PickleNotAllowedError",
-    "QueryError", "RecorderError", "SerializationError", "Settings", "Status",
+    "QueryError", "RecorderError", "RecorderLookupError", "SerializationError", "Settings", "Status",
     "StatusTransitionError", "StoreConnectionError", "StoreError", "TaskConfigError",
     "TaskrollError", "TaskrollWarning", "UnknownPoolError", "__version__", "get_settings", "init",
     *sorted(_LAZY),
