@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,55 @@ def create_pool(url: str, pool: str, count: int, log: Path, **extra: Any) -> Non
     with TaskManager(pool, store=url) as manager:
         manager.create_task([{"index": index, "log": str(log), **extra}
                              for index in range(count)])
+
+
+def create_held_pool(url: str, count: int, log: Path, marker: Path, sleep: float) -> None:
+    """``count`` tasks that sleep ``sleep`` s, plus task ``count``, which holds its loop.
+
+    The held task has the highest priority, so the first loop to claim takes it; it
+    writes ``marker`` ("DASK_WORKER_PID LOOP_PID") and then sleeps for 10 minutes.
+    """
+    create_pool(url, "numbers", count, log, sleep=sleep, marker=str(marker))
+    with TaskManager("numbers", store=url) as manager:
+        held = manager.create_task([{"index": count, "log": str(log), "hold": 600,
+                                     "marker": str(marker)}])[0]
+        manager.prioritize(manager.re_query(held), 10)
+
+
+@contextlib.contextmanager
+def loops_running(cluster: DaskCluster, url: str, folder: Path) -> Iterator[subprocess.Popen[str]]:
+    """``taskroll worker -n 2 --on CLUSTER --until-pool-done`` on pool ``numbers`` at ``url``,
+    with leases of 2 s and its output piped; killed on leaving the block if still running."""
+    command = subprocess.Popen(
+        [sys.executable, "-m", "taskroll", "worker", "-t", "numbers", "-n", "2", "--func", FUNC,
+         "--on", cluster.url, "--until-pool-done"],
+        cwd=folder, env=clean_environment(TASKROLL_TASK_URL=url, TASKROLL_LEASE_SECONDS="2"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield command
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.communicate()
+
+
+def wait_for_marker(command: subprocess.Popen[str], marker: Path,
+                    ready: Callable[[int], bool] = lambda worker: True,
+                    seconds: float = 120.0) -> tuple[int, int]:
+    """Wait until the held task wrote ``marker`` and ``ready(dask worker pid)`` holds.
+
+    Returns:
+        ``(Dask worker pid, loop pid)`` from the marker.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        assert command.poll() is None, command.communicate()
+        if marker.exists():
+            worker, loop = (int(pid) for pid in marker.read_text().split())
+            if ready(worker):
+                return worker, loop
+        assert time.monotonic() < deadline, "no loop started the held task"
+        time.sleep(0.1)
 
 
 def log_lines(log: Path) -> dict[str, collections.Counter[int]]:

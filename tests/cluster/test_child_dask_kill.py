@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import collections
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from dask_cluster import FUNC, DaskCluster, clean_environment, create_pool, dask_cluster, log_lines
+from dask_cluster import (
+    DaskCluster,
+    create_held_pool,
+    dask_cluster,
+    log_lines,
+    loops_running,
+    wait_for_marker,
+)
 
 from taskroll.manage import TaskManager
 
@@ -54,33 +59,16 @@ def _all_gone(pids: set[int], seconds: float) -> bool:
 def test_both_loop_processes_end_with_their_dask_worker_and_each_task_is_committed_once(
         killed_cluster: DaskCluster, tmp_path: Path) -> None:
     url, log, marker = f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path / "runs.log", tmp_path / "held"
-    create_pool(url, "numbers", COUNT, log, sleep=0.5, marker=str(marker))
-    with TaskManager("numbers", store=url) as manager:
-        held = manager.create_task([{"index": COUNT, "log": str(log), "hold": 600,
-                                     "marker": str(marker)}])[0]
-        manager.prioritize(manager.re_query(held), 10)
-    command = subprocess.Popen(
-        [sys.executable, "-m", "taskroll", "worker", "-t", "numbers", "-n", "2", "--func", FUNC,
-         "--on", killed_cluster.url, "--until-pool-done"],
-        cwd=tmp_path, env=clean_environment(TASKROLL_TASK_URL=url, TASKROLL_LEASE_SECONDS="2"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline, loops = time.monotonic() + 120, set()
-        while not marker.exists() or len(loops) < 2:  # one loop holds, the other works
-            assert command.poll() is None, command.communicate()
-            assert time.monotonic() < deadline, "the two loops did not both start"
-            time.sleep(0.1)
-            if marker.exists():
-                worker = int(marker.read_text().split()[0])
-                loops = _loop_processes(worker)
+    create_held_pool(url, COUNT, log, marker, sleep=0.5)  # task COUNT holds its loop
+    with loops_running(killed_cluster, url, tmp_path) as command:
+        # one loop holds, the other works: wait until the worker process runs both
+        worker, _ = wait_for_marker(command, marker,
+                                    ready=lambda worker: len(_loop_processes(worker)) == 2)
+        loops = _loop_processes(worker)
         assert worker not in {process.pid for process in killed_cluster.processes.values()}
         psutil.Process(worker).send_signal(signal.SIGKILL)
         assert _all_gone(loops, 10), "a loop's process outlived its Dask worker"
         stdout, stderr = command.communicate(timeout=240)
-    finally:
-        if command.poll() is None:
-            command.kill()
-            command.communicate()
     assert command.returncode == 0, stdout + stderr
     assert len([line for line in stdout.splitlines() if line.startswith("worker")]) == 2, stdout
     counts = log_lines(log)

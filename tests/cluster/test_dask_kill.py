@@ -12,13 +12,11 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from dask_cluster import FUNC, DaskCluster, clean_environment, create_pool, log_lines
+from dask_cluster import DaskCluster, create_held_pool, log_lines, loops_running, wait_for_marker
 
 from taskroll.manage import TaskManager
 
@@ -39,33 +37,14 @@ def _ends(pid: int, seconds: float) -> bool:
 def test_sigkilled_dask_worker_loses_no_task_and_commits_each_once(
         cluster: DaskCluster, tmp_path: Path) -> None:
     url, log, marker = f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path / "runs.log", tmp_path / "held"
-    create_pool(url, "numbers", 10, log, sleep=0.2, marker=str(marker))
-    with TaskManager("numbers", store=url) as manager:
-        # the held task, claimed first by whichever loop starts first
-        held = manager.create_task([{"index": 10, "log": str(log), "hold": 600,
-                                     "marker": str(marker)}])[0]
-        manager.prioritize(manager.re_query(held), 10)
-    command = subprocess.Popen(
-        [sys.executable, "-m", "taskroll", "worker", "-t", "numbers", "-n", "2", "--func", FUNC,
-         "--on", cluster.url, "--until-pool-done"],
-        cwd=tmp_path, env=clean_environment(TASKROLL_TASK_URL=url, TASKROLL_LEASE_SECONDS="2"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert command.poll() is None, command.communicate()
-            assert time.monotonic() < deadline, "no loop started the held task"
-            time.sleep(0.1)
-        victim, loop = (int(pid) for pid in marker.read_text().split())
+    create_held_pool(url, 10, log, marker, sleep=0.2)  # task 10 holds the loop that takes it
+    with loops_running(cluster, url, tmp_path) as command:
+        victim, loop = wait_for_marker(command, marker)
         nannies = {process.pid for process in cluster.processes.values()}
         assert victim not in nannies  # the worker process, not a `dask worker` nanny
         os.kill(victim, signal.SIGKILL)
         assert _ends(loop, seconds=10), "the loop's process outlived its Dask worker"
         stdout, stderr = command.communicate(timeout=240)
-    finally:
-        if command.poll() is None:
-            command.kill()
-            command.communicate()
     assert command.returncode == 0, stdout + stderr
     lines = [line for line in stdout.splitlines() if line.startswith("worker")]
     assert len(lines) == 2, stdout

@@ -20,7 +20,17 @@ from typing import Any
 
 import psutil
 import pytest
-from dask_cluster import FUNC, DaskCluster, clean_environment, create_pool, dask_cluster, log_lines
+from dask_cluster import (
+    FUNC,
+    DaskCluster,
+    clean_environment,
+    create_held_pool,
+    create_pool,
+    dask_cluster,
+    log_lines,
+    loops_running,
+    wait_for_marker,
+)
 from test_dask_workers import _training_task
 
 from taskroll.cluster import DaskWorkers, LoopOptions
@@ -138,29 +148,11 @@ def test_a_module_uploaded_to_the_workers_is_importable_in_the_loops(
 def test_a_killed_loop_process_is_reported_and_its_task_finished_by_the_other(
         threaded_cluster: DaskCluster, tmp_path: Path) -> None:
     url, log, marker = f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path / "runs.log", tmp_path / "held"
-    create_pool(url, "numbers", 6, log, sleep=0.2, marker=str(marker))
-    with TaskManager("numbers", store=url) as manager:
-        held = manager.create_task([{"index": 6, "log": str(log), "hold": 600,
-                                     "marker": str(marker)}])[0]
-        manager.prioritize(manager.re_query(held), 10)
-    command = subprocess.Popen(
-        [sys.executable, "-m", "taskroll", "worker", "-t", "numbers", "-n", "2", "--func", FUNC,
-         "--on", threaded_cluster.url, "--until-pool-done"], cwd=tmp_path,
-        env=clean_environment(TASKROLL_TASK_URL=url, TASKROLL_LEASE_SECONDS="2"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert command.poll() is None, command.communicate()
-            assert time.monotonic() < deadline, "no loop started the held task"
-            time.sleep(0.1)
-        worker, loop = (int(pid) for pid in marker.read_text().split())
+    create_held_pool(url, 6, log, marker, sleep=0.2)  # task 6 holds the loop that takes it
+    with loops_running(threaded_cluster, url, tmp_path) as command:
+        worker, loop = wait_for_marker(command, marker)
         os.kill(loop, signal.SIGKILL)  # e.g. the kernel's out-of-memory killer
         stdout, stderr = command.communicate(timeout=240)
-    finally:
-        if command.poll() is None:
-            command.kill()
-            command.communicate()
     assert command.returncode == 1, stdout + stderr
     lines = [line for line in stdout.splitlines() if line.startswith("worker")]
     assert len(lines) == 2 and sum("its process exited with status -9 (SIGKILL)" in line
