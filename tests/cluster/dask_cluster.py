@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,24 @@ def wait_for_marker(command: subprocess.Popen[str], marker: Path,
                 return worker, loop
         assert time.monotonic() < deadline, "no loop started the held task"
         time.sleep(0.1)
+
+
+def processes_ended(pids: Iterable[int], seconds: float) -> bool:
+    """Whether every process of ``pids`` has ended (or is a zombie) within ``seconds``."""
+    import psutil
+
+    def alive(pid: int) -> bool:
+        try:
+            return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def log_lines(log: Path) -> dict[str, collections.Counter[int]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from dask_cluster import (
     dask_cluster,
     log_lines,
     loops_running,
+    processes_ended,
     wait_for_marker,
 )
 
@@ -44,18 +44,6 @@ def _loop_processes(worker: int) -> set[int]:
             if "taskroll.cluster.loop_process" in " ".join(child.cmdline())}
 
 
-def _all_gone(pids: set[int], seconds: float) -> bool:
-    """Whether every process of ``pids`` has ended (or is a zombie) within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        alive = [pid for pid in pids if psutil.pid_exists(pid)
-                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-        if not alive:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_both_loop_processes_end_with_their_dask_worker_and_each_task_is_committed_once(
         killed_cluster: DaskCluster, tmp_path: Path) -> None:
     url, log, marker = f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path / "runs.log", tmp_path / "held"
@@ -67,7 +55,7 @@ def test_both_loop_processes_end_with_their_dask_worker_and_each_task_is_committ
         loops = _loop_processes(worker)
         assert worker not in {process.pid for process in killed_cluster.processes.values()}
         psutil.Process(worker).send_signal(signal.SIGKILL)
-        assert _all_gone(loops, 10), "a loop's process outlived its Dask worker"
+        assert processes_ended(loops, 10), "a loop's process outlived its Dask worker"
         stdout, stderr = command.communicate(timeout=240)
     assert command.returncode == 0, stdout + stderr
     assert len([line for line in stdout.splitlines() if line.startswith("worker")]) == 2, stdout

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from dask_cluster import processes_ended
 
 from taskroll.cluster import loop_process
 from taskroll.cluster.loop import LoopOptions, LoopSettings
@@ -26,19 +27,6 @@ from taskroll.cluster.loop_process import run_loop_in_child
 from taskroll.config import Settings
 from taskroll.errors import TaskrollError
 from taskroll.manage import TaskManager
-
-
-def _gone(pid: int, seconds: float) -> bool:
-    """Whether process ``pid`` has ended (or is a zombie) within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_loop_its_process_cannot_load_raises_one_line_naming_the_cause(
@@ -206,8 +194,8 @@ def test_a_killed_parent_takes_the_loop_its_task_process_and_its_folder_along(
         assert folder.stat().st_mode & 0o777 == 0o700  # no other user plants a summary there
         os.kill(parent.pid, signal.SIGKILL)  # e.g. the Dask worker killed for its memory
         parent.wait()
-        assert _gone(loop, 20), "the loop's process outlived its parent"
-        assert _gone(task_process, 20), "the task's process (force_release) outlived its loop"
+        assert processes_ended([loop], 20), "the loop's process outlived its parent"
+        assert processes_ended([task_process], 20), "the task's process (force_release) outlived its loop"
     finally:
         if parent.poll() is None:
             parent.kill()

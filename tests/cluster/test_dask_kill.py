@@ -12,25 +12,19 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from dask_cluster import DaskCluster, create_held_pool, log_lines, loops_running, wait_for_marker
+from dask_cluster import (
+    DaskCluster,
+    create_held_pool,
+    log_lines,
+    loops_running,
+    processes_ended,
+    wait_for_marker,
+)
 
 from taskroll.manage import TaskManager
-
-
-def _ends(pid: int, seconds: float) -> bool:
-    """Whether process ``pid`` is gone within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.slow
@@ -43,7 +37,7 @@ def test_sigkilled_dask_worker_loses_no_task_and_commits_each_once(
         nannies = {process.pid for process in cluster.processes.values()}
         assert victim not in nannies  # the worker process, not a `dask worker` nanny
         os.kill(victim, signal.SIGKILL)
-        assert _ends(loop, seconds=10), "the loop's process outlived its Dask worker"
+        assert processes_ended([loop], 10), "the loop's process outlived its Dask worker"
         stdout, stderr = command.communicate(timeout=240)
     assert command.returncode == 0, stdout + stderr
     lines = [line for line in stdout.splitlines() if line.startswith("worker")]

@@ -29,6 +29,7 @@ from dask_cluster import (
     dask_cluster,
     log_lines,
     loops_running,
+    processes_ended,
     wait_for_marker,
 )
 from test_dask_workers import _training_task
@@ -208,18 +209,6 @@ def test_a_loop_whose_process_raises_is_retried_by_dask_then_reported_in_one_lin
         assert manager.task_stat() == {"waiting": 1}
 
 
-def _ended(pids: set[int], seconds: float) -> bool:
-    """Whether every process of ``pids`` has ended (or is a zombie) within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        alive = [pid for pid in pids if psutil.pid_exists(pid)
-                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-        if not alive:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _reaped(worker: int, seconds: float) -> bool:
     """Whether Dask worker process ``worker`` has no loop process left, nor a zombie."""
     deadline = time.monotonic() + seconds
@@ -264,7 +253,7 @@ def test_a_submitter_stopped_by_sigterm_leaves_no_loop_process_and_no_task_half_
             command.kill()
             command.communicate()
     assert command.returncode == 130, stdout + stderr
-    assert _ended(loops, 60), "a loop's process outlived the stopped submitter"
+    assert processes_ended(loops, 60), "a loop's process outlived the stopped submitter"
     assert len(workers) == 1  # both in the one Dask worker process, which lives on
     [worker] = workers
     assert _reaped(worker, 30), "the Dask worker process has loop processes left (or zombies)"
