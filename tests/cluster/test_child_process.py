@@ -63,7 +63,6 @@ def test_a_folder_with_a_path_separator_in_its_name_is_importable_in_the_child(
         assert sorted(task["res"] for task in manager.query()) == [0, 3, 6]
 
 
-
 def test_a_folder_at_the_end_of_the_path_does_not_shadow_the_standard_library_in_the_child(
         isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     project = tmp_path / "project"  # e.g. an editable install's folder, from a .pth file
@@ -79,6 +78,7 @@ def test_a_folder_at_the_end_of_the_path_does_not_shadow_the_standard_library_in
     assert summary.error is None and summary.done == 2
     with TaskManager("project") as manager:
         assert sorted(task["res"] for task in manager.query()) == [0, 1]
+
 
 def test_a_loop_waiting_for_a_task_held_elsewhere_ends_when_asked_to_stop(
         isolated_settings: Settings) -> None:
@@ -98,7 +98,6 @@ def test_a_loop_waiting_for_a_task_held_elsewhere_ends_when_asked_to_stop(
     with TaskManager("held") as manager:  # not taken over after the lease: it stopped first
         task = manager.re_query(held["_id"])
         assert task["status"] == "running" and task["attempts"] == 1
-
 
 
 def test_a_loop_asked_to_stop_before_it_starts_takes_no_task(

@@ -41,8 +41,6 @@ class Experiment:
     #: Qlib's ``rtype`` spellings for :meth:`list_recorders`.
     RT_D = "dict"
     RT_L = "list"
-    #: Qlib's default ``max_results`` of :meth:`list_recorders` (MLflow's page limit).
-    UNLIMITED = 50000
 
     def __init__(self, experiment_id: str, name: str, tracking_uri: str):
         self._id = experiment_id
@@ -220,21 +218,9 @@ class Experiment:
         if rtype not in ("dict", "list"):
             raise RecorderError(f"rtype must be 'dict' or 'list', got {rtype!r}")
         wanted = {status} if isinstance(status, str) else set(status) if status else None
-        client, experiment_id = self.client, self._id
-        runs: list[Run] = []
-        token: str | None = None
-        while True:
-            page = call_mlflow(
-                partial(client.search_runs, [experiment_id], filter_string=filter_string,
-                        max_results=1000, page_token=token,
-                        order_by=["attributes.start_time DESC"]),
-                f"search runs of experiment {self._name!r}")
-            runs.extend(page)
-            token = page.token
-            if not token or (max_results is not None and len(runs) >= max_results):
-                break
-        if max_results is not None:
-            runs = runs[:max_results]
+        runs = search_runs(self.tracking_uri, [self._id], filter_string, max_results=max_results,
+                           order_by=["attributes.start_time DESC"],
+                           what=f"search runs of experiment {self._name!r}")
         recorders = [Recorder(run.info.run_id, self.tracking_uri, run=run) for run in runs
                      if wanted is None or run.info.status in wanted]
         if rtype == "list":
@@ -270,7 +256,7 @@ class Experiment:
 
 def search_runs(tracking_uri: str, experiment_ids: Iterable[str], filter_string: str | None = None,
                 run_view_type: int | None = None, max_results: int | None = None,
-                order_by: list[str] | None = None) -> list[Run]:
+                order_by: list[str] | None = None, *, what: str | None = None) -> list[Run]:
     """Return the runs of experiments, page by page (Qlib's ``search_records`` arguments).
 
     Args:
@@ -280,6 +266,7 @@ def search_runs(tracking_uri: str, experiment_ids: Iterable[str], filter_string:
         run_view_type: ``mlflow.entities.ViewType`` value; ``None``: active runs only.
         max_results: At most this many runs; ``None``: all of them.
         order_by: MLflow order clauses, e.g. ``["metrics.m DESC"]``.
+        what: The search in words, for an error (default: names the experiment ids).
 
     Raises:
         RecorderError: For a malformed filter or a store failure.
@@ -291,7 +278,7 @@ def search_runs(tracking_uri: str, experiment_ids: Iterable[str], filter_string:
     while max_results is None or len(runs) < max_results:
         size = 1000 if max_results is None else min(1000, max_results - len(runs))
         page = call_mlflow(partial(client.search_runs, ids, filter_string or "", view, size,
-                                   order_by, token), f"search runs of experiments {ids}")
+                                   order_by, token), what or f"search runs of experiments {ids}")
         runs.extend(page)
         token = page.token
         if not token:
